@@ -1,0 +1,1 @@
+"""cprfa-jax: CPRFA 3D face alignment in JAX."""
