@@ -8,7 +8,7 @@ with the usual right-handed elementary rotations (R_x(a) = [[1,0,0],[0,c,-s],[0,
 Points live in *normalised image coordinates*: x to the right, y up, the image centre at 0 and
 half the shorter image side equal to 1. In the canonical model frame (see `mm.model`) that makes:
 
-* r_x (pitch) > 0: the face tilts so the nose moves up in the image;
+* r_x (pitch) > 0: the nose moves down in the image (the subject looks down);
 * r_y (yaw) > 0: the nose moves to the image's right (the subject turns to their left);
 * r_z (roll) > 0: counter-clockwise in the image.
 
