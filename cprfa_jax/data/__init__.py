@@ -1,0 +1,1 @@
+"""Data: example schema, synthetic and real data sets, augmentation."""
