@@ -4,3 +4,4 @@ from cprfa_jax.mm.model import (MorphableModel, ModelFormatError, build_model, l
 from cprfa_jax.mm.sfm import load_sfm
 from cprfa_jax.mm.bfm import load_bfm2009, load_bfm_3ddfa, params_from_300wlp
 from cprfa_jax.mm.synthetic import synthetic_model
+from cprfa_jax.mm.registry import load_model

@@ -1,0 +1,141 @@
+"""The synthetic data sets, deterministic by seed.
+
+* `train`: any size, generated on the fly (`TrainStream`); batch k holds seeds k*B ... k*B+B-1,
+  so a resumed run sees exactly the data it would have seen.
+* `reference`: the held-out set of §3.1 ("about 1% of images are reserved as a reference
+  database to select the discriminative pixels for CPR"), same distribution as train.
+* `synth-aflw`: 2,000 faces balanced over the three |yaw| bins, mild occlusion (AFLW2000-3D).
+* `synth-cofw`: 507 faces with heavy occlusion (COFW's test set size).
+
+Each set has its own random stream, so no example of one set is an example of another. Fixed sets
+persist as tfds array_record data sets (`data.tfds_io`), read the same way as the real ones.
+
+    python -m cprfa_jax.data.datasets --set synth-aflw --data-dir data --image-size 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import queue
+import threading
+import time
+
+import numpy as np
+
+from cprfa_jax.data import sampler, schema, tfds_io
+from cprfa_jax.mm import load_model
+
+SETS = {
+    "train": (0, None, dict(occlusion="mild")),
+    "reference": (1, 200, dict(occlusion="mild")),
+    "synth-aflw": (2, 2000, dict(occlusion="mild", balanced_yaw=True)),
+    "synth-cofw": (3, 507, dict(occlusion="heavy", max_yaw=60.0)),
+}
+
+
+def set_config(name: str, image_size: int, **overrides) -> sampler.SamplerConfig:
+  if name not in SETS:
+    raise ValueError(f"unknown data set {name!r}; choose from {sorted(SETS)}")
+  return sampler.SamplerConfig(image_size=image_size, **{**SETS[name][2], **overrides})
+
+
+def tfds_name(name: str, model_name: str, image_size: int) -> str:
+  """e.g. synth_aflw_synthetic_128: the set, the model it was rendered from, the image size."""
+  return f"{name.replace('-', '_')}_{model_name}_{image_size}"
+
+
+def examples(model, name: str, image_size: int, num: int | None = None, start: int = 0,
+             batch: int = 64):
+  """Yields the examples start .. start+num-1 of a set, generated in batches."""
+  cfg = set_config(name, image_size)
+  stream, default_num, _ = SETS[name]
+  num = num or default_num
+  if num is None:
+    raise ValueError(f"{name!r} has no fixed size: pass num")
+  for lo in range(start, start + num, batch):
+    yield from sampler.generate(model, range(lo, min(lo + batch, start + num)), cfg, stream)
+
+
+def build_set(model, name: str, data_dir, image_size: int = 128, num: int | None = None,
+              overwrite: bool = False):
+  """Renders a fixed set and writes it with tfds; returns the dataset directory."""
+  num = num or SETS[name][1]
+  spec = schema.feature_spec((image_size, image_size), model.num_id, model.num_exp)
+  meta = {"set": name, "model": model.name, "num_vertices": model.num_vertices,
+          "image_size": image_size, "num_id": model.num_id, "num_exp": model.num_exp,
+          "sampler": dataclasses.asdict(set_config(name, image_size)), "stream": SETS[name][0]}
+  return tfds_io.write_dataset(tfds_name(name, model.name, image_size),
+                               examples(model, name, image_size, num), data_dir, spec,
+                               split="test", metadata=meta, overwrite=overwrite,
+                               description=f"cprfa-jax synthetic set {name}")
+
+
+def load_set(name: str, model_name: str, data_dir, image_size: int = 128):
+  """The persisted set (`build_set`) as a random-access `tfds_io.ExampleSource`."""
+  return tfds_io.read_dataset(tfds_name(name, model_name, image_size), data_dir, split="test")
+
+
+class TrainStream:
+  """Endless training batches (stacked schema dicts) made by a background thread, so rendering
+  overlaps with the train step. Deterministic: batch k is seeds [k*B, (k+1)*B) of `train`."""
+
+  def __init__(self, model, batch_size: int, image_size: int, start_batch: int = 0,
+               prefetch: int = 2, **overrides):
+    self.model, self.batch_size = model, batch_size
+    self.cfg = set_config("train", image_size, **overrides)
+    self._next = start_batch
+    self._queue = queue.Queue(maxsize=prefetch)
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._work, daemon=True)
+    self._thread.start()
+
+  def _work(self):
+    k = self._next
+    while not self._stop.is_set():
+      try:
+        exs = sampler.generate(self.model, range(k * self.batch_size, (k + 1) * self.batch_size),
+                               self.cfg, SETS["train"][0])
+        item = {key: np.stack([e[key] for e in exs]) for key in exs[0]}
+      except Exception as e:  # surface the error in the consumer, not a silent dead thread
+        item = e
+      while not self._stop.is_set():
+        try:
+          self._queue.put(item, timeout=0.1)
+          break
+        except queue.Full:
+          continue
+      k += 1
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    item = self._queue.get()
+    if isinstance(item, Exception):
+      raise RuntimeError("the training data generator failed") from item
+    return item
+
+  def close(self):
+    self._stop.set()
+    self._thread.join(timeout=5)
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(description="Render and persist a synthetic data set.")
+  ap.add_argument("--set", required=True, choices=[s for s in SETS if s != "train"])
+  ap.add_argument("--data-dir", required=True)
+  ap.add_argument("--image-size", type=int, default=128)
+  ap.add_argument("--model", default="synthetic", help="synthetic[:V] | sfm:DIR | npz:FILE")
+  ap.add_argument("--num", type=int, default=None, help="number of examples (default: the set's)")
+  ap.add_argument("--overwrite", action="store_true")
+  args = ap.parse_args(argv)
+  model = load_model(args.model)
+  t0 = time.time()
+  path = build_set(model, args.set, args.data_dir, args.image_size, args.num, args.overwrite)
+  n = len(tfds_io.read_dataset(path.parent.name, args.data_dir))
+  print(f"wrote {n} examples of {args.set} to {path} in {time.time() - t0:.1f} s")
+
+
+if __name__ == "__main__":
+  main()

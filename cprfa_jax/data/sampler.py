@@ -1,0 +1,187 @@
+"""Synthetic in-the-wild faces with exact ground truth: the project's stand-in for 300W-LP,
+AFLW2000-3D and COFW, none of which can be downloaded here.
+
+An example is a pure function of (model, config, seed): identity and expression from the
+model's unit-variance priors, yaw over [-90, 90] degrees (uniform, or balanced over the three
+|yaw| bins of Tables 1-2 for test sets), pitch and roll within +-30 degrees, framing jitter,
+random skin and light (rendered in JAX, `cprfa_jax.render`), then on the host: a random
+background, occluders that hide face pixels in the image *and* in the ground-truth mask,
+and blur, noise and colour jitter (`data.wild`).
+
+Framing follows `data.real`'s crop rule, so synthetic and real examples look alike to the
+networks: the posed 68-landmark box is centred and its longer side is 1/box_scale of the image
+side (with box_scale = 2, a frontal face is half the image wide, where p0 = [0,0,0,1,0,0] of
+§2.3 puts the mean face).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cprfa_jax import render
+from cprfa_jax.geometry import projection
+from cprfa_jax.mm.model import MorphableModel, shape
+from cprfa_jax.data import wild
+
+OCCLUSION = {  # (probability of any occluder, (min, max) occluders when there are some)
+    "none": (0.0, (0, 0)),
+    "mild": (0.35, (1, 1)),
+    "heavy": (1.0, (1, 3)),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerConfig:
+  image_size: int = 128
+  max_yaw: float = 90.0
+  max_pitch: float = 30.0
+  max_roll: float = 30.0
+  balanced_yaw: bool = False      # cycle through the |yaw| bins [0,30], (30,60], (60,90]
+  id_scale: float = 1.0           # std of the identity coefficients
+  exp_scale: float = 0.7          # std of the expression coefficients
+  box_scale: float = 2.0          # image side / longer side of the landmark box (data.real)
+  scale_jitter: float = 0.1       # log-uniform +- on the framing scale
+  shift_jitter: float = 0.06      # uniform +- on the framing centre, normalised units
+  occlusion: str = "mild"         # none | mild | heavy
+  photometric: float = 1.0        # strength of blur, noise and colour jitter
+
+  def __post_init__(self):
+    if self.occlusion not in OCCLUSION:
+      raise ValueError(f"occlusion={self.occlusion!r}: use one of {sorted(OCCLUSION)}")
+    if not 32 <= self.image_size <= 512:
+      raise ValueError(f"image_size={self.image_size}: the renderer supports 32 to 512 px")
+
+
+def draw_params(rng: np.random.Generator, model: MorphableModel, cfg: SamplerConfig, index: int):
+  """Host-side random parameters of one example (everything but albedo and light)."""
+  if cfg.balanced_yaw:
+    lo = 30.0 * (index % 3)
+    mag = rng.uniform(lo, min(lo + 30.0, cfg.max_yaw))
+    yaw = mag * rng.choice([-1.0, 1.0])
+  else:
+    yaw = rng.uniform(-cfg.max_yaw, cfg.max_yaw)
+  return {
+      "alpha_id": (cfg.id_scale * rng.standard_normal(model.num_id)).astype(np.float32),
+      "alpha_exp": np.clip(cfg.exp_scale * rng.standard_normal(model.num_exp), -3, 3).astype(np.float32),
+      "angles_deg": np.array([rng.uniform(-cfg.max_pitch, cfg.max_pitch), yaw,
+                              rng.uniform(-cfg.max_roll, cfg.max_roll)], np.float32),
+      "scale": float(np.exp(rng.uniform(-cfg.scale_jitter, cfg.scale_jitter))),
+      "shift": rng.uniform(-cfg.shift_jitter, cfg.shift_jitter, 2),
+  }
+
+
+def frame_pose(landmarks_68x3, angles_deg, box_scale, scale=1.0, shift=(0.0, 0.0)) -> np.ndarray:
+  """pose_6 that rotates by the angles and frames the landmark box as `data.real` crops.
+
+  In normalised coordinates the image side is 2, so the box's longer side becomes 2/box_scale.
+  """
+  pose = np.array(projection.pose_from_degrees(*angles_deg), np.float64)
+  y = np.asarray(projection.project(landmarks_68x3, pose))
+  lo, hi = y.min(0), y.max(0)
+  s = scale * (2.0 / box_scale) / max(float((hi - lo).max()), 1e-6)
+  pose[3] = s
+  pose[4:6] = -s * 0.5 * (lo + hi) + np.asarray(shift)
+  return pose.astype(np.float32)
+
+
+@jax.jit
+def _shapes_and_looks(model, alpha_id_BxK, alpha_exp_BxE, keys_B, regions):
+  verts = jax.vmap(shape, in_axes=(None, 0, 0))(model, alpha_id_BxK, alpha_exp_BxE)
+
+  def look(key):
+    k1, k2 = jax.random.split(key)
+    albedo = render.vertex_albedo(regions, render.random_albedo_params(k1, model.num_vertices))
+    return albedo, render.random_light(k2)
+
+  albedo, light = jax.vmap(look)(keys_B)
+  return verts, albedo, light
+
+
+_REGIONS = {}
+
+
+def _regions(model):
+  """Albedo regions of a model, computed once per model object (models are not hashable)."""
+  entry = _REGIONS.get(id(model))
+  if entry is None or entry[0] is not model:
+    entry = _REGIONS[id(model)] = (model, render.model_regions(model))
+  return entry[1]
+
+
+def generate(model: MorphableModel, seeds, cfg: SamplerConfig, stream: int = 0):
+  """The examples of the given seeds (a list of schema dicts, `data.schema`), rendered as one
+  batch. `stream` separates data sets that share seeds (train / reference / test sets)."""
+  seeds = [int(s) for s in seeds]
+  hw = (cfg.image_size, cfg.image_size)
+  rngs = [np.random.default_rng([stream, s]) for s in seeds]
+  params = [draw_params(r, model, cfg, s) for r, s in zip(rngs, seeds)]
+  keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.key(stream), s))(jnp.asarray(seeds))
+  verts, albedo, light = _shapes_and_looks(
+      model, jnp.asarray(np.stack([p["alpha_id"] for p in params])),
+      jnp.asarray(np.stack([p["alpha_exp"] for p in params])), keys, _regions(model))
+  verts_np = np.asarray(verts)
+  lm_idx = np.asarray(model.landmarks_68)
+  poses = np.stack([frame_pose(v[lm_idx], p["angles_deg"], cfg.box_scale, p["scale"], p["shift"])
+                    for v, p in zip(verts_np, params)])
+  out = jax.device_get(render.render_batch(model, verts, poses, hw, light=light, albedo=albedo))
+  tri = np.asarray(model.triangles_Tx3)
+  examples = []
+  for i, (rng, p) in enumerate(zip(rngs, params)):
+    lm_px = np.asarray(projection.to_pixels(projection.project(verts_np[i][lm_idx], poses[i]), hw),
+                       np.float32)
+    vert_z = np.asarray(projection.camera_points(verts_np[i], poses[i]))[:, 2]
+    self_visible = depth_visible(np.concatenate([lm_px, vert_z[lm_idx, None]], -1), out.tri_id[i],
+                                 out.bary[i], tri, vert_z, DEPTH_TOL * float(poses[i][3]))
+    image, mask, occluded = _in_the_wild(rng, out.rgb[i], out.mask[i], lm_px, cfg)
+    inside = np.all((lm_px >= 0) & (lm_px <= cfg.image_size - 1), -1)
+    r, c = (np.clip(np.round(lm_px[:, k]).astype(int), 0, cfg.image_size - 1) for k in (1, 0))
+    examples.append({
+        "image": (image * 255.0 + 0.5).astype(np.uint8),
+        "dafi": np.where(mask[..., None], out.dafi[i], 0.0).astype(np.float32),
+        "mask": mask,
+        "alpha_id": p["alpha_id"], "alpha_exp": p["alpha_exp"],
+        "pose": poses[i],
+        "landmarks": lm_px,
+        "landmarks_visible": self_visible & inside & ~occluded[r, c],
+        "yaw": np.float32(p["angles_deg"][1]),
+    })
+  return examples
+
+
+# A point counts as visible if it is at most this far (model units, times the pose's scale)
+# behind the rendered surface at its pixel: about 3 px at 128 px, which absorbs the depth change
+# across one pixel of a slanted surface but not the nose in front of a far cheek.
+DEPTH_TOL = 0.05
+
+
+def depth_visible(pix_Nx3, tri_id_HxW, bary_HxWx3, triangles_Tx3, vert_z_V, tol) -> np.ndarray:
+  """Per-point visibility by a depth test against the z-buffer. pix_Nx3: pixel x, y and camera
+  depth (toward the camera) of N surface points; vert_z_V: camera depth of every vertex, to
+  interpolate the visible surface's depth at each point's pixel. More reliable than "belongs to
+  a visible triangle" when triangles are smaller than pixels and win no pixel centre."""
+  h, w = tri_id_HxW.shape
+  r = np.clip(np.round(pix_Nx3[:, 1]).astype(int), 0, h - 1)
+  c = np.clip(np.round(pix_Nx3[:, 0]).astype(int), 0, w - 1)
+  t = np.asarray(tri_id_HxW)[r, c]
+  corners = np.asarray(triangles_Tx3)[np.maximum(t, 0)]             # (N, 3) vertex ids
+  surface_z = (np.asarray(bary_HxWx3)[r, c] * np.asarray(vert_z_V)[corners]).sum(-1)
+  return (t >= 0) & (pix_Nx3[:, 2] >= surface_z - tol)
+
+
+def _in_the_wild(rng, face_rgb, face_mask, landmarks_68x2, cfg: SamplerConfig):
+  """Background, occluders, photometric noise. Returns (image, visible mask, occluder mask)."""
+  hw = face_mask.shape
+  p_any, (lo, hi) = OCCLUSION[cfg.occlusion]
+  occluders = []
+  if rng.random() < p_any:
+    occluders = [wild.random_occluder(rng, hw, landmarks_68x2) for _ in range(rng.integers(lo, hi + 1))]
+  image, visible = wild.composite(np.asarray(face_rgb), np.asarray(face_mask),
+                                  wild.random_background(rng, hw), occluders)
+  occluded = np.zeros(hw, bool)
+  for _, alpha in occluders:
+    occluded |= alpha
+  return wild.photometric(rng, image, cfg.photometric), visible, occluded
