@@ -8,7 +8,8 @@ import pytest
 from cprfa_jax import render
 from cprfa_jax.data import datasets, sampler, schema, wild
 from cprfa_jax.geometry import projection
-from cprfa_jax.mm import shape, synthetic_model
+from cprfa_jax.mm import load_model, shape, synthetic_model
+from conftest import SFM_DIR, requires_sfm
 
 SIZE = 64
 
@@ -88,7 +89,7 @@ def test_heavy_occlusion_hides_more_than_mild():
 def test_depth_visibility(yaw):
   m = model()
   verts = np.asarray(m.mean_Vx3)
-  pose = sampler.frame_pose(verts[np.asarray(m.landmarks_68)], [0.0, yaw, 0.0], 2.0)
+  pose = np.asarray(sampler.frame_pose(verts[np.asarray(m.landmarks_68)], [0.0, yaw, 0.0], 2.0))
   out = render.render(m, verts, pose, (SIZE, SIZE))
   cam = np.asarray(projection.camera_points(verts, pose))
   pix = np.concatenate([np.asarray(projection.to_pixels(cam[:, :2], (SIZE, SIZE))), cam[:, 2:]], -1)
@@ -135,3 +136,15 @@ def test_bad_config_names_the_value():
     sampler.SamplerConfig(occlusion="lots")
   with pytest.raises(ValueError, match="unknown data set"):
     datasets.set_config("aflw", 64)
+
+
+@requires_sfm
+def test_sampler_works_with_the_surrey_face_model():
+  m = load_model(f"sfm:{SFM_DIR}")
+  exs = list(datasets.examples(m, "synth-aflw", SIZE, num=3))
+  for ex in exs:
+    schema.check_example(ex, (SIZE, SIZE), m.num_id, m.num_exp, source="sfm example")
+    assert ex["mask"].mean() > 0.05
+    verts = shape(m, ex["alpha_id"], ex["alpha_exp"])
+    lm = projection.to_pixels(projection.project(verts[m.landmarks_68], ex["pose"]), (SIZE, SIZE))
+    np.testing.assert_allclose(lm, ex["landmarks"], atol=1e-3)

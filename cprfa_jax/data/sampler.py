@@ -17,6 +17,7 @@ side (with box_scale = 2, a frontal face is half the image wide, where p0 = [0,0
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -74,18 +75,28 @@ def draw_params(rng: np.random.Generator, model: MorphableModel, cfg: SamplerCon
   }
 
 
-def frame_pose(landmarks_68x3, angles_deg, box_scale, scale=1.0, shift=(0.0, 0.0)) -> np.ndarray:
+def frame_pose(landmarks_68x3, angles_deg, box_scale, scale=1.0, shift=(0.0, 0.0)):
   """pose_6 that rotates by the angles and frames the landmark box as `data.real` crops.
 
   In normalised coordinates the image side is 2, so the box's longer side becomes 2/box_scale.
+  Pure jnp: vmap-able.
   """
-  pose = np.array(projection.pose_from_degrees(*angles_deg), np.float64)
-  y = np.asarray(projection.project(landmarks_68x3, pose))
+  angles = jnp.radians(jnp.asarray(angles_deg, jnp.float32))
+  pose = jnp.concatenate([angles, jnp.array([1.0, 0.0, 0.0], jnp.float32)])
+  y = projection.project(landmarks_68x3, pose)
   lo, hi = y.min(0), y.max(0)
-  s = scale * (2.0 / box_scale) / max(float((hi - lo).max()), 1e-6)
-  pose[3] = s
-  pose[4:6] = -s * 0.5 * (lo + hi) + np.asarray(shift)
-  return pose.astype(np.float32)
+  s = scale * (2.0 / box_scale) / jnp.maximum((hi - lo).max(), 1e-6)
+  return pose.at[3].set(s).at[4:6].set(-s * 0.5 * (lo + hi) + jnp.asarray(shift, jnp.float32))
+
+
+@functools.partial(jax.jit, static_argnames=("hw",))
+def _frame_batch(verts_BxVx3, landmarks_68, angles_Bx3, scale_B, shift_Bx2, box_scale, hw):
+  """Poses (B, 6), landmark pixels (B, 68, 2) and vertex depths (B, V) of a batch."""
+  lm = verts_BxVx3[:, landmarks_68]
+  pose = jax.vmap(frame_pose, in_axes=(0, 0, None, 0, 0))(lm, angles_Bx3, box_scale, scale_B,
+                                                         shift_Bx2)
+  cam = jax.vmap(projection.camera_points)(verts_BxVx3, pose)
+  return pose, projection.to_pixels(cam[:, landmarks_68, :2], hw), cam[..., 2]
 
 
 @jax.jit
@@ -123,19 +134,19 @@ def generate(model: MorphableModel, seeds, cfg: SamplerConfig, stream: int = 0):
   verts, albedo, light = _shapes_and_looks(
       model, jnp.asarray(np.stack([p["alpha_id"] for p in params])),
       jnp.asarray(np.stack([p["alpha_exp"] for p in params])), keys, _regions(model))
-  verts_np = np.asarray(verts)
   lm_idx = np.asarray(model.landmarks_68)
-  poses = np.stack([frame_pose(v[lm_idx], p["angles_deg"], cfg.box_scale, p["scale"], p["shift"])
-                    for v, p in zip(verts_np, params)])
+  poses, lm_pix, vert_z = jax.device_get(_frame_batch(
+      verts, model.landmarks_68, np.stack([p["angles_deg"] for p in params]),
+      np.array([p["scale"] for p in params], np.float32),
+      np.stack([p["shift"] for p in params]).astype(np.float32), cfg.box_scale, hw))
   out = jax.device_get(render.render_batch(model, verts, poses, hw, light=light, albedo=albedo))
   tri = np.asarray(model.triangles_Tx3)
   examples = []
   for i, (rng, p) in enumerate(zip(rngs, params)):
-    lm_px = np.asarray(projection.to_pixels(projection.project(verts_np[i][lm_idx], poses[i]), hw),
-                       np.float32)
-    vert_z = np.asarray(projection.camera_points(verts_np[i], poses[i]))[:, 2]
-    self_visible = depth_visible(np.concatenate([lm_px, vert_z[lm_idx, None]], -1), out.tri_id[i],
-                                 out.bary[i], tri, vert_z, DEPTH_TOL * float(poses[i][3]))
+    lm_px = lm_pix[i].astype(np.float32)
+    self_visible = depth_visible(np.concatenate([lm_px, vert_z[i][lm_idx, None]], -1),
+                                 out.tri_id[i], out.bary[i], tri, vert_z[i],
+                                 DEPTH_TOL * float(poses[i][3]))
     image, mask, occluded = _in_the_wild(rng, out.rgb[i], out.mask[i], lm_px, cfg)
     inside = np.all((lm_px >= 0) & (lm_px <= cfg.image_size - 1), -1)
     r, c = (np.clip(np.round(lm_px[:, k]).astype(int), 0, cfg.image_size - 1) for k in (1, 0))
@@ -144,7 +155,7 @@ def generate(model: MorphableModel, seeds, cfg: SamplerConfig, stream: int = 0):
         "dafi": np.where(mask[..., None], out.dafi[i], 0.0).astype(np.float32),
         "mask": mask,
         "alpha_id": p["alpha_id"], "alpha_exp": p["alpha_exp"],
-        "pose": poses[i],
+        "pose": poses[i].astype(np.float32),
         "landmarks": lm_px,
         "landmarks_visible": self_visible & inside & ~occluded[r, c],
         "yaw": np.float32(p["angles_deg"][1]),
