@@ -121,7 +121,7 @@ def test_train_stream_is_deterministic_and_resumable():
 def test_fixed_set_round_trip(tmp_path):
   m = model()
   path = datasets.build_set(m, "synth-cofw", tmp_path, SIZE, num=3)
-  src = datasets.load_set("synth-cofw", m.name, tmp_path, SIZE)
+  src = datasets.load_set("synth-cofw", m, tmp_path, SIZE)
   assert len(src) == 3 and src.metadata["set"] == "synth-cofw"
   for a, b in zip(examples("synth-cofw"), [src[i] for i in range(3)]):
     for k in a:

@@ -54,7 +54,7 @@ def main(argv=None):
   args = ap.parse_args(argv)
   model = load_model(args.model)
   if args.data_dir:
-    src = datasets.load_set(args.set, model.name, args.data_dir, args.image_size)
+    src = datasets.load_set(args.set, model, args.data_dir, args.image_size)
     exs = [src[i] for i in range(min(args.num, len(src)))]
   else:
     exs = list(datasets.examples(model, args.set, args.image_size, num=args.num))

@@ -40,9 +40,10 @@ def set_config(name: str, image_size: int, **overrides) -> sampler.SamplerConfig
   return sampler.SamplerConfig(image_size=image_size, **{**SETS[name][2], **overrides})
 
 
-def tfds_name(name: str, model_name: str, image_size: int) -> str:
-  """e.g. synth_aflw_synthetic_128: the set, the model it was rendered from, the image size."""
-  return f"{name.replace('-', '_')}_{model_name}_{image_size}"
+def tfds_name(name: str, model, image_size: int) -> str:
+  """e.g. synth_aflw_synthetic6083_128: the set, the model it was rendered from (name and vertex
+  count, so two resolutions of one model never share a data set), the image size."""
+  return f"{name.replace('-', '_')}_{model.name}{model.num_vertices}_{image_size}"
 
 
 def examples(model, name: str, image_size: int, num: int | None = None, start: int = 0,
@@ -65,15 +66,29 @@ def build_set(model, name: str, data_dir, image_size: int = 128, num: int | None
   meta = {"set": name, "model": model.name, "num_vertices": model.num_vertices,
           "image_size": image_size, "num_id": model.num_id, "num_exp": model.num_exp,
           "sampler": dataclasses.asdict(set_config(name, image_size)), "stream": SETS[name][0]}
-  return tfds_io.write_dataset(tfds_name(name, model.name, image_size),
+  return tfds_io.write_dataset(tfds_name(name, model, image_size),
                                examples(model, name, image_size, num), data_dir, spec,
                                split="test", metadata=meta, overwrite=overwrite,
                                description=f"cprfa-jax synthetic set {name}")
 
 
-def load_set(name: str, model_name: str, data_dir, image_size: int = 128):
+def load_set(name: str, model, data_dir, image_size: int = 128):
   """The persisted set (`build_set`) as a random-access `tfds_io.ExampleSource`."""
-  return tfds_io.read_dataset(tfds_name(name, model_name, image_size), data_dir, split="test")
+  return tfds_io.read_dataset(tfds_name(name, model, image_size), data_dir, split="test")
+
+
+def ensure_set(model, name: str, data_dir, image_size: int, num: int | None = None, log=print):
+  """`load_set`, building (or rebuilding with `num` examples) the set first if needed."""
+  num = num or SETS[name][1]
+  try:
+    src = load_set(name, model, data_dir, image_size)
+    if len(src) == num:
+      return src
+    log(f"{src.path} has {len(src)} examples, not {num}: rebuilding")
+  except tfds_io.DatasetNotBuiltError:
+    log(f"building {name} ({num} examples at {image_size} px) in {data_dir}")
+  build_set(model, name, data_dir, image_size, num, overwrite=True)
+  return load_set(name, model, data_dir, image_size)
 
 
 class TrainStream:
@@ -81,8 +96,11 @@ class TrainStream:
   overlaps with the train step. Deterministic: batch k is seeds [k*B, (k+1)*B) of `train`."""
 
   def __init__(self, model, batch_size: int, image_size: int, start_batch: int = 0,
-               prefetch: int = 2, **overrides):
+               prefetch: int = 2, host=(0, 1), **overrides):
+    """host = (process index, process count): each process makes its own slice of global
+    batch k, seeds ((k * count + index) * B, ...), B = this process's batch size."""
     self.model, self.batch_size = model, batch_size
+    self._host, self._hosts = host
     self.cfg = set_config("train", image_size, **overrides)
     self._next = start_batch
     self._queue = queue.Queue(maxsize=prefetch)
@@ -94,8 +112,9 @@ class TrainStream:
     k = self._next
     while not self._stop.is_set():
       try:
-        exs = sampler.generate(self.model, range(k * self.batch_size, (k + 1) * self.batch_size),
-                               self.cfg, SETS["train"][0])
+        lo = (k * self._hosts + self._host) * self.batch_size
+        exs = sampler.generate(self.model, range(lo, lo + self.batch_size), self.cfg,
+                               SETS["train"][0])
         item = {key: np.stack([e[key] for e in exs]) for key in exs[0]}
       except Exception as e:  # surface the error in the consumer, not a silent dead thread
         item = e

@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 DEFAULT_VERSION = "1.0.0"
+tfds.disable_progress_bar()  # its bars would bury the training and evaluation logs
 BUILD_HINT = ("build it first: see docs/datasets.md (e.g. `python -m cprfa_jax.data.real "
               "--dataset aflw2000 --root ... --bfm ... --out DATA_DIR`)")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
