@@ -1,0 +1,108 @@
+"""Checkpointing in one file: orbax `CheckpointManager` behind three functions, so an orbax API
+change is a one-file change (STYLE.md §6).
+
+A checkpoint holds the train state (any pytree: params, optimizer state, step, rng) and the
+config it was trained with, as JSON. Restoring checks that config against the current one, so a
+checkpoint from another configuration stops with a message naming the keys that differ instead
+of failing deep inside orbax with a shape error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import orbax.checkpoint as ocp
+
+# Keys that may differ between the run that saved and the run that resumes: they change how
+# long or how loudly a run goes, not what the parameters mean.
+RESUMABLE_KEYS = ("train.num_steps", "train.log_every", "train.checkpoint_every",
+                  "train.keep_checkpoints", "eval", "data.data_dir", "data.eval_sets",
+                  "data.num_eval", "data.num_reference", "distributed")
+
+
+class ConfigMismatchError(ValueError):
+  """The workdir holds a checkpoint made with a different configuration."""
+
+
+def manager(workdir: str, save_every: int, keep: int) -> ocp.CheckpointManager:
+  """A manager for `workdir/checkpoints`: saves every `save_every` steps, keeps the last `keep`."""
+  options = ocp.CheckpointManagerOptions(save_interval_steps=save_every, max_to_keep=keep,
+                                         create=True)
+  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
+                               options=options, item_names=("state", "config"))
+
+
+def save(mngr: ocp.CheckpointManager, step: int, state, config: dict, force: bool = False) -> bool:
+  """Saves if the step is due (or `force`); returns whether a save started (it is async)."""
+  return mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                 config=ocp.args.JsonSave(config)), force=force)
+
+
+def _flatten(d, prefix=""):
+  out = {}
+  for k, v in d.items():
+    key = f"{prefix}{k}"
+    if isinstance(v, dict):
+      out.update(_flatten(v, key + "."))
+    else:
+      out[key] = v
+  return out
+
+
+def config_differences(saved: dict, current: dict) -> list[str]:
+  """Dotted keys whose values differ, ignoring `RESUMABLE_KEYS` (and their children). Both
+  sides go through JSON first, so a tuple and the list it was saved as compare equal."""
+  a, b = (_flatten(json.loads(json.dumps(d))) for d in (saved, current))
+  skip = lambda k: any(k == r or k.startswith(r + ".") for r in RESUMABLE_KEYS)
+  return sorted(k for k in set(a) | set(b) if not skip(k) and a.get(k) != b.get(k))
+
+
+def restore_latest(mngr: ocp.CheckpointManager, abstract_state, config: dict):
+  """(state, step) of the latest checkpoint, or (None, 0) if there is none.
+
+  `abstract_state` (e.g. `jax.eval_shape` of the init, with shardings) tells orbax the target
+  structure, dtypes and shardings. Raises ConfigMismatchError if the saved config differs.
+  """
+  step = mngr.latest_step()
+  if step is None:
+    return None, 0
+  saved_config = mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+  diff = config_differences(saved_config, config)
+  if diff:
+    details = ", ".join(f"{k}: saved {_flatten(saved_config).get(k)!r} vs now {_flatten(config).get(k)!r}"
+                        for k in diff[:8])
+    raise ConfigMismatchError(
+        f"{mngr.directory} holds a checkpoint (step {step}) from another configuration "
+        f"({details}). Use a new --workdir, or the config it was trained with.")
+  restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
+  return restored["state"], step
+
+
+def abstract_like(tree):
+  """ShapeDtypeStructs (with shardings) of a concrete pytree, for `restore_latest`."""
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), tree)
+
+
+def restore_params(workdir: str, config: dict, step: int | None = None):
+  """(params, step) of a workdir's checkpoint (latest by default) for evaluation, checked
+  against the config like `restore_latest`; raises FileNotFoundError naming the workdir if
+  there is none."""
+  mngr = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
+                               options=ocp.CheckpointManagerOptions(read_only=True),
+                               item_names=("state", "config"))
+  try:
+    step = mngr.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"{workdir}: no checkpoint; train first (python train.py "
+                              f"--config ... --workdir {workdir})")
+    saved = mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+    diff = config_differences(saved, config)
+    if diff:
+      raise ConfigMismatchError(f"{workdir}: the checkpoint (step {step}) was trained with another "
+                                f"configuration (differs in {', '.join(diff[:8])})")
+    state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+  finally:
+    mngr.close()
+  return state["params"], step
