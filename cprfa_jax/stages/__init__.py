@@ -1,0 +1,1 @@
+"""The stages of CPRFA: what each trains and how it is evaluated."""

@@ -1,0 +1,127 @@
+"""Stage 1 (§2.1): train the HS-U-Net from images to DAFIs and masks.
+
+The stage gives the shared loop (`train.loop`) an init function, a loss and a batch source;
+`dafi_eval` measures what it learned (Table 1) and selects the CPR vertices.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cprfa_jax.data import augment, datasets, tfds_io
+from cprfa_jax.models.hs_unet import HSUNet, hs_unet_loss
+from cprfa_jax.train import loop
+
+KEYS = ("image", "dafi", "mask")
+
+
+def validate(config) -> None:
+  """Config errors a user can fix, named by their flag, before anything expensive runs."""
+  widths = tuple(config.unet.widths)
+  size = config.data.image_size
+  if len(widths) < 3:
+    raise ValueError(f"--config.unet.widths={widths}: need at least 3 levels (1/4, 1/2, 1/1 outputs)")
+  if size % 2 ** (len(widths) - 1):
+    raise ValueError(f"--config.data.image_size={size} must be divisible by "
+                     f"{2 ** (len(widths) - 1)} for {len(widths)} U-Net levels")
+  if not config.optim.lr_end <= config.optim.lr:
+    raise ValueError(f"--config.optim.lr_end={config.optim.lr_end} must not exceed "
+                     f"--config.optim.lr={config.optim.lr}")
+  if not (config.data.train == "synthetic" or config.data.train.startswith("tfds:")):
+    raise ValueError(f"--config.data.train={config.data.train!r}: use 'synthetic' or 'tfds:NAME'")
+
+
+def network(config) -> HSUNet:
+  return HSUNet(tuple(config.unet.widths))
+
+
+def preprocess(image_BxHxWx3) -> jnp.ndarray:
+  """uint8 RGB -> float32 centred on 0."""
+  return jnp.asarray(image_BxHxWx3, jnp.float32) / 255.0 - 0.5
+
+
+def _host_slice(batch_size: int):
+  """This process's share of the global batch, and its offset (multi-host data parallelism)."""
+  n, p = jax.process_count(), jax.process_index()
+  return batch_size // n, p
+
+
+class _RecordStream:
+  """Batches from a persisted data set (e.g. 300W-LP): a fresh permutation per epoch from the
+  seed, so batch k is the same whatever step a run resumed at."""
+
+  def __init__(self, source, batch_size, seed, start_batch, augment_ranges, offset):
+    self.source, self.b, self.seed = source, batch_size, seed
+    self.k, self.aug, self.offset = start_batch, augment_ranges, offset
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    n = len(self.source)
+    global_b = self.b * jax.process_count()
+    if n < global_b:
+      raise ValueError(f"{self.source!r} has {n} examples, fewer than one batch of {global_b}")
+    epoch, i = divmod(self.k, n // global_b)
+    order = np.random.default_rng([self.seed, epoch]).permutation(n)
+    lo = i * global_b + self.offset * self.b
+    idx = order[lo:lo + self.b]
+    exs = [self.source[int(j)] for j in idx]
+    if self.aug:
+      exs = augment.augment_batch(exs, np.random.default_rng([self.seed, self.k, self.offset]))
+    self.k += 1
+    return {key: np.stack([e[key] for e in exs]) for key in KEYS}
+
+
+def train_batches(config, model3d):
+  """batches(start_step) -> iterator of host batches for steps start+1, ... (see loop.train)."""
+  b, offset = _host_slice(config.train.batch_size)
+
+  def batches(start):
+    if config.data.train == "synthetic":
+      stream = datasets.TrainStream(model3d, b, config.data.image_size, start_batch=start,
+                                    host=(offset, jax.process_count()))
+
+      class _Keys:  # only the keys this stage uses cross to the device
+        def __iter__(self):
+          return self
+
+        def __next__(self):
+          batch = next(stream)
+          return {k: batch[k] for k in KEYS}
+
+        def close(self):
+          stream.close()
+
+      return _Keys()
+    name = config.data.train.split(":", 1)[1]
+    source = tfds_io.read_dataset(name, config.data.data_dir, split="train")
+    return _RecordStream(source, b, config.seed, start, config.data.augment, offset)
+
+  return batches
+
+
+def stage_fns(config):
+  """(init_fn, loss_fn) of this stage for `train.loop.train`."""
+  net = network(config)
+
+  def init_fn(rng, batch):
+    return net.init(rng, preprocess(batch["image"][:1]))["params"]
+
+  def loss_fn(params, batch, rng):
+    del rng  # the U-Net has no dropout
+    outputs = net.apply({"params": params}, preprocess(batch["image"]))
+    return hs_unet_loss(outputs, batch["dafi"], batch["mask"])
+
+  return init_fn, loss_fn
+
+
+def run(config, workdir: str, model3d, log=print, batches=None):
+  """Trains the HS-U-Net; returns the final TrainState. `batches` overrides the data source
+  (tests use it to interrupt a run)."""
+  validate(config)
+  init_fn, loss_fn = stage_fns(config)
+  return loop.train(config, workdir, init_fn, loss_fn,
+                    batches or train_batches(config, model3d), log=log)

@@ -1,0 +1,208 @@
+"""The HS-U-Net stage end to end on the `tiny` config: training, resuming, sharding, reports."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from configs import tiny
+from cprfa_jax import mm
+from cprfa_jax.models.hs_unet import HSUNet, downsample_targets, hs_unet_loss
+from cprfa_jax.stages import dafi
+from cprfa_jax.train import checkpoint, loop
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def tiny_config(**train):
+  c = tiny.get_config()
+  c.train.update(train)
+  return c
+
+
+@pytest.fixture(scope="module")
+def model3d():
+  return mm.load_model(tiny.get_config().model)
+
+
+def test_outputs_at_three_scales_and_loss_targets():
+  net = HSUNet((4, 8, 16))
+  x = np.zeros((2, 32, 32, 3), np.float32)
+  params = net.init(jax.random.PRNGKey(0), x)
+  outs = net.apply(params, x)
+  assert [o[0].shape for o in outs] == [(2, 8, 8, 3), (2, 16, 16, 3), (2, 32, 32, 3)]
+  assert all(float(o[0].min()) >= 0 and float(o[0].max()) <= 1 for o in outs)
+  # Down-sampled targets: a block half inside the mask is a soft 0.5 and no DAFI target.
+  mask = np.zeros((1, 4, 4), bool)
+  mask[0, :2, :] = True
+  mask[0, 2, :2] = True
+  d = np.random.default_rng(0).random((1, 4, 4, 3)).astype(np.float32)
+  gt_dafi, frac, weight = downsample_targets(d, mask, 2)
+  np.testing.assert_allclose(frac[0], [[1, 1], [0.5, 0]])
+  np.testing.assert_allclose(weight[0], [[1, 1], [0, 0]])
+  np.testing.assert_allclose(gt_dafi[0, 0, 0], d[0, :2, :2].reshape(-1, 3).mean(0), rtol=1e-6)
+  # A perfect prediction has zero L1 at every scale.
+  perfect = [(downsample_targets(d, mask, f)[0], np.where(downsample_targets(d, mask, f)[1] > 0.5, 30.0, -30.0))
+             for f in (2, 1)]
+  _, m = hs_unet_loss(perfect, d, mask)
+  assert float(m["l1_1/1"]) == 0 and float(m["l1_1/2"]) == 0
+
+
+def test_a_few_steps_lower_the_loss(tmp_path, model3d):
+  """Same batch every step: the loss must fall (overfitting one batch is the minimum bar)."""
+  config = tiny_config(num_steps=20, log_every=1, checkpoint_every=100)
+  config.optim.lr, config.optim.lr_end = 1e-2, 1e-3
+  batch = next(dafi.train_batches(config, model3d)(0))
+  net = dafi.network(config)
+  init_fn = lambda rng, b: net.init(rng, dafi.preprocess(b["image"][:1]))["params"]
+  loss_fn = lambda p, b, r: hs_unet_loss(net.apply({"params": p}, dafi.preprocess(b["image"])),
+                                         b["dafi"], b["mask"])
+
+  def same_batch(start):
+    while True:
+      yield batch
+
+  loop.train(config, str(tmp_path), init_fn, loss_fn, same_batch, log=lambda s: None)
+  rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  losses = [r["loss"] for r in rows]
+  assert len(losses) == 20 and np.all(np.isfinite(losses))
+  assert np.mean(losses[-3:]) < 0.7 * losses[0]
+
+
+def _state_leaves(workdir, config, step):
+  params, _ = checkpoint.restore_params(workdir, config.to_dict(), step)
+  return jax.tree.leaves(params)
+
+
+def test_stop_and_resume_continue_exactly(tmp_path, model3d):
+  """A run killed after step 4 (checkpoint at 3) resumes and ends where an uninterrupted one
+  does: same parameters and optimizer state."""
+  full, split = tmp_path / "full", tmp_path / "split"
+  config = tiny_config(num_steps=6, checkpoint_every=3)
+  dafi.run(config, str(full), model3d, log=lambda s: None)
+
+  def interrupted(start):
+    it = dafi.train_batches(config, model3d)(start)
+    for _ in range(start + 1, 5):   # batches for steps start+1 .. 4, then a crash
+      yield next(it)
+    it.close()
+    raise KeyboardInterrupt
+
+  with pytest.raises(KeyboardInterrupt):
+    dafi.run(config, str(split), model3d, log=lambda s: None, batches=interrupted)
+  logs = []
+  dafi.run(config, str(split), model3d, log=logs.append)
+  assert logs[0].startswith("resumed from step 3")
+  c = tiny_config()
+  for a, b in zip(_state_leaves(full, c, 6), _state_leaves(split, c, 6)):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+  # The optimizer state too: restore the whole states and compare every leaf.
+  import orbax.checkpoint as ocp
+  states = []
+  for d in (full, split):
+    mngr = ocp.CheckpointManager(d / "checkpoints", item_names=("state", "config"),
+                                 options=ocp.CheckpointManagerOptions(read_only=True))
+    states.append(mngr.restore(6, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"])
+    mngr.close()
+  for a, b in zip(jax.tree.leaves(states[0]), jax.tree.leaves(states[1])):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+  assert int(states[1]["step"]) == 6
+
+
+def test_checkpoint_from_another_config_is_refused(tmp_path, model3d):
+  dafi.run(tiny_config(num_steps=2, checkpoint_every=2), str(tmp_path), model3d, log=lambda s: None)
+  other = tiny_config(num_steps=4)
+  other.unet.widths = (8, 16, 32)
+  with pytest.raises(checkpoint.ConfigMismatchError, match="unet.widths"):
+    dafi.run(other, str(tmp_path), model3d, log=lambda s: None)
+
+
+def test_bad_config_values_are_named():
+  c = tiny_config()
+  c.data.image_size = 30
+  with pytest.raises(ValueError, match="image_size=30"):
+    dafi.validate(c)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, model3d):
+  config = tiny_config(num_steps=6, log_every=1, checkpoint_every=2)
+  net = dafi.network(config)
+  init_fn = lambda rng, b: net.init(rng, dafi.preprocess(b["image"][:1]))["params"]
+
+  def loss_fn(p, b, r):
+    loss, m = hs_unet_loss(net.apply({"params": p}, dafi.preprocess(b["image"])), b["dafi"], b["mask"])
+    step = b["step"][0]
+    return jax.numpy.where(step >= 3, np.nan, loss), m
+
+  def batches(start):
+    it = dafi.train_batches(config, model3d)(start)
+    k = start
+    while True:
+      k += 1
+      yield dict(next(it), step=np.full((config.train.batch_size,), k))
+
+  with pytest.raises(loop.NonFiniteLossError, match="last good checkpoint is step 2"):
+    loop.train(config, str(tmp_path), init_fn, loss_fn, batches, log=lambda s: None)
+  params, step = checkpoint.restore_params(str(tmp_path), config.to_dict())
+  assert step == 2 and all(np.isfinite(x).all() for x in jax.tree.leaves(params))
+
+
+SHARDED_SCRIPT = r"""
+import os, sys
+sys.path.insert(0, {root!r})
+import jax, numpy as np
+from configs import tiny
+from cprfa_jax import mm
+from cprfa_jax.stages import dafi
+from cprfa_jax.models.hs_unet import hs_unet_loss
+from cprfa_jax.train import sharding
+assert jax.device_count() == 8, jax.devices()
+config = tiny.get_config()
+config.train.batch_size = 8
+batch = next(dafi.train_batches(config, mm.load_model(config.model))(0))
+net = dafi.network(config)
+params = net.init(jax.random.PRNGKey(0), dafi.preprocess(batch["image"][:1]))["params"]
+def loss(p, b):
+  return hs_unet_loss(net.apply({{"params": p}}, dafi.preprocess(b["image"])), b["dafi"], b["mask"])[0]
+grad_fn = jax.value_and_grad(loss)
+one_l, one_g = jax.jit(grad_fn)(params, batch)
+mesh = sharding.make_mesh()
+b8 = sharding.shard_batch(batch, mesh)
+assert len(b8["image"].sharding.device_set) == 8
+p8 = jax.device_put(params, sharding.replicated(mesh))
+l8, g8 = jax.jit(grad_fn)(p8, b8)
+np.testing.assert_allclose(l8, one_l, rtol=1e-5)
+for a, b in zip(jax.tree.leaves(g8), jax.tree.leaves(one_g)):
+  np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
+print("OK", float(one_l), float(l8))
+"""
+
+
+def test_sharded_step_on_8_simulated_devices_matches_one_device():
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+  out = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT.format(root=str(ROOT))], env=env,
+                       capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert out.stdout.startswith("OK")
+
+
+def test_evaluate_writes_reports(tmp_path, model3d):
+  work, data = tmp_path / "run", tmp_path / "data"
+  dafi.run(tiny_config(num_steps=2, checkpoint_every=2), str(work), model3d, log=lambda s: None)
+  out = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--config", str(ROOT / "configs/tiny.py"),
+                        "--workdir", str(work), f"--config.data.data_dir={data}", "--compare_untrained"],
+                       capture_output=True, text=True, timeout=900, cwd=ROOT)
+  assert out.returncode == 0, out.stderr[-3000:]
+  report = json.loads((work / "report.json").read_text())
+  rows = report["sets"]["synth-aflw"]["trained"]
+  assert set(rows) == {"DAFI", "DAFI all", "DAFI CPR"} and rows["DAFI"]["num_vertices"] == 68
+  assert "untrained" in report["sets"]["synth-aflw"]
+  sel = np.load(work / "selection.npz")
+  assert sel["selected"].shape == (64,) and sel["layout"].shape == (3, 32)
+  assert (work / "report.md").read_text().count("| DAFI") >= 6
+  assert (work / "dafi_examples_synth-aflw.png").stat().st_size > 0
