@@ -11,12 +11,12 @@ import argparse
 import json
 import os
 import platform
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from _timing import median_time
 from cprfa_jax import cpr
 
 EPS = cpr.kernels.EPS
@@ -64,16 +64,6 @@ def numpy_cpr_inputs(yo_BxCx2, yg_BxCx2, det_BxC, layout_3xN):
 
 # ------------------------------------------------------------------ timing
 
-def _time(fn, repeats):
-  fn()  # warm-up (compilation for JAX)
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t0)
-  return float(np.median(times))
-
-
 def main():
   ap = argparse.ArgumentParser(description=__doc__)
   ap.add_argument("--batch", type=int, default=64)
@@ -94,9 +84,9 @@ def main():
   max_diff = max(float(np.abs(np.asarray(a) - b_).max()) for a, b_ in zip(jx, nx))
 
   yo_d, yg_d, det_d = (jax.device_put(x) for x in (yo, yg, det))
-  t_jax = _time(lambda: jax.block_until_ready(cpr.batched_cpr_inputs(yo_d, yg_d, det_d, layout)),
+  t_jax = median_time(lambda: jax.block_until_ready(cpr.batched_cpr_inputs(yo_d, yg_d, det_d, layout)),
                 args.repeats)
-  t_np = _time(lambda: numpy_cpr_inputs(yo, yg, det, layout), args.repeats)
+  t_np = median_time(lambda: numpy_cpr_inputs(yo, yg, det, layout), args.repeats)
   print(json.dumps({
       "benchmark": "cpr_throughput",
       "batch": b, "cpr_shape": [3, n, n], "vertices_C": c,

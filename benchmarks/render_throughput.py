@@ -16,12 +16,12 @@ import argparse
 import json
 import os
 import platform
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from _timing import median_time
 from cprfa_jax import render
 from cprfa_jax.mm import shape
 from cprfa_jax.render import reference, shading
@@ -49,16 +49,6 @@ def _batch(model, regions, b, seed):
   albedo = jax.vmap(shading.vertex_albedo, in_axes=(None, 0))(regions, params)
   light = jax.vmap(shading.random_light)(keys[b:])
   return verts, jnp.asarray(pose), albedo, light
-
-
-def _time(fn, repeats):
-  fn()  # warm-up (compilation for JAX)
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t0)
-  return float(np.median(times))
 
 
 def _reference_batch(model, verts, pose, albedo, light, hw):
@@ -98,9 +88,9 @@ def main():
     hw = (size, size)
     run_jax = lambda: jax.block_until_ready(
         render.render_batch(model, verts, pose, hw, light, albedo))
-    t_jax = _time(run_jax, args.repeats)
+    t_jax = median_time(run_jax, args.repeats)
     ref_out = []
-    t_ref = _time(lambda: ref_out.append(
+    t_ref = median_time(lambda: ref_out.append(
         _reference_batch(model, verts_np, pose_np, albedo_np, light_np, hw)), args.ref_repeats)
     ours = run_jax()
     ref = ref_out[-1]
