@@ -1,0 +1,66 @@
+"""The networks of the CPR regression (§2.3-2.5, Fig. 4b/c): building blocks.
+
+* `CprEncoder`: a CNN over one CPR input of Eq. 4 (3 channels of N x N, channels last here),
+  six conv layers (the sixth is where two CPR branches exchange features in Fig. 4c), then
+  global pooling to a feature vector.
+* `RecurrentHead`: a GRU cell carrying the hidden state h of Eq. 4 across the q stages and a
+  linear read-out of the update Δφ; initialised near zero, so the first updates are small.
+* `BetaNet`: Eq. 7's "deep neural network with few hidden layers" from the 2M path errors to
+  the step weight β, forced into (0, 2) by 2·sigmoid.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+NUM_CONV = 6
+
+
+class CprEncoder(nn.Module):
+  """(B, N, N, C) -> features (B, F); `layers_to_6` exposes the sixth layer for fusion."""
+  width: int = 32
+  features: int = 128
+
+  def setup(self):
+    # Stride 2 on every other layer: N = 256 ends at 32 x 32 after six layers.
+    self.convs = [nn.Conv(self.width * (1 + i // 2), (3, 3),
+                          strides=(2, 2) if i % 2 == 0 else (1, 1)) for i in range(NUM_CONV)]
+    self.norms = [nn.GroupNorm(num_groups=min(8, self.width)) for _ in range(NUM_CONV)]
+    self.dense = nn.Dense(self.features)
+
+  def layers_to_6(self, x):
+    for conv, norm in zip(self.convs, self.norms):
+      x = nn.relu(norm(conv(x)))
+    return x
+
+  def head(self, x):
+    return nn.relu(self.dense(x.mean(axis=(1, 2))))
+
+  def __call__(self, cpr_BxNxNxC):
+    return self.head(self.layers_to_6(cpr_BxNxNxC))
+
+
+class RecurrentHead(nn.Module):
+  """(h (B, H), features (B, F)) -> (h', Δφ (B, out_dim))."""
+  hidden: int = 128
+  out_dim: int = 1
+
+  @nn.compact
+  def __call__(self, h_BxH, feat_BxF):
+    h, _ = nn.GRUCell(self.hidden, name="gru")(h_BxH, feat_BxF)
+    delta = nn.Dense(self.out_dim, kernel_init=nn.initializers.normal(1e-3), name="out")(h)
+    return h, delta
+
+
+class BetaNet(nn.Module):
+  """Eq. 7: β = Φ_DNN([e_1 ... e_2M]) in (0, 2). Errors are scaled by their first entry so β
+  depends on the error's shape along the path, not on the face's size in the image."""
+  hidden: int = 32
+
+  @nn.compact
+  def __call__(self, errors_Bx2M):
+    e = errors_Bx2M / jnp.maximum(errors_Bx2M[:, :1], 1e-6)
+    x = nn.relu(nn.Dense(self.hidden)(jnp.log(jnp.maximum(e, 1e-6))))
+    x = nn.relu(nn.Dense(self.hidden)(x))
+    return 2.0 * nn.sigmoid(nn.Dense(1)(x))[:, 0]

@@ -1,0 +1,39 @@
+"""Building blocks of the CPR regressors: shapes, the recurrent state, β in (0, 2)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from hypothesis import given, settings, strategies as st
+
+from cprfa_jax.models.cpr_net import BetaNet, CprEncoder, RecurrentHead
+
+
+def test_encoder_and_recurrent_head_shapes_under_jit_and_scan():
+  enc, head = CprEncoder(width=4, features=16), RecurrentHead(hidden=8, out_dim=2)
+  x = jnp.ones((2, 32, 32, 3))
+  pe = enc.init(jax.random.PRNGKey(0), x)
+  f = jax.jit(enc.apply)(pe, x)
+  assert f.shape == (2, 16)
+  inner = enc.apply(pe, x, method=CprEncoder.layers_to_6)
+  assert inner.shape == (2, 4, 4, 12)   # 32 -> 16 -> 8 -> 4 after three stride-2 layers
+  ph = head.init(jax.random.PRNGKey(1), jnp.zeros((2, 8)), f)
+
+  def stage(h, _):
+    h, delta = head.apply(ph, h, f)
+    return h, delta
+
+  h, deltas = jax.lax.scan(stage, jnp.zeros((2, 8)), None, length=3)   # q = 3 stages
+  assert h.shape == (2, 8) and deltas.shape == (3, 2, 2)
+  assert not np.allclose(deltas[0], deltas[1])     # the hidden state carries over
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 1000), scale=st.floats(1e-4, 1e4))
+def test_beta_is_in_open_interval_and_scale_free(seed, scale):
+  net = BetaNet()
+  e = jnp.asarray(np.random.default_rng(seed).uniform(0.01, 5.0, (4, 10)), jnp.float32)
+  params = net.init(jax.random.PRNGKey(seed), e)
+  beta = net.apply(params, e)
+  assert beta.shape == (4,) and np.all((beta > 0) & (beta < 2))
+  np.testing.assert_allclose(net.apply(params, e * scale), beta, rtol=1e-4, atol=1e-5)
+  assert np.all(np.isfinite(net.apply(params, jnp.zeros((2, 10)))))
