@@ -42,7 +42,9 @@ def test_generated_points_are_eq1_and_eq2():
 def test_shapes_jit_and_stage_outputs():
   m, sel, layout, y_obs, det, net, params = setup()
   fn = jax.jit(lambda p, y, d: net.apply(p, m, sel, layout, y, d))
-  alpha, pose, (alpha_q, pose_q), seen = fn(params, y_obs, det)
+  out = fn(params, y_obs, det)
+  alpha, pose, seen = out["alpha"], out["pose"], out["round1"]["seen"]
+  alpha_q, pose_q = out["round1"]["alpha"], out["round1"]["pose"]
   assert alpha.shape == (2, 6) and pose.shape == (2, 6)
   assert alpha_q.shape == (3, 2, 6) and pose_q.shape == (3, 2, 6)     # q = 3 stages
   np.testing.assert_allclose(pose_q[-1], pose)
@@ -59,7 +61,7 @@ def test_shapes_jit_and_stage_outputs():
 def _perturb(params, group, scale=0.5):
   """Make one group's read-out produce a large update."""
   p = jax.tree_util.tree_map(lambda x: x, params)
-  out = p["params"]["stages"][f"rnn_{group}"]["out"]
+  out = p["params"]["stages_round1"][f"rnn_{group}"]["out"]
   out["bias"] = out["bias"] + scale
   return p
 
@@ -69,7 +71,7 @@ def test_groups_update_in_sequence_not_in_parallel():
   changing [r_x, r_y] changes what r_z and s see: each group reads Λ^G rebuilt after the groups
   before it. With parallel updates (all from one Λ^G) these inputs would not move."""
   m, sel, layout, y_obs, det, net, params = setup()
-  run = lambda p: net.apply(p, m, sel, layout, y_obs, det)[3]
+  run = lambda p: net.apply(p, m, sel, layout, y_obs, det)["round1"]["seen"]
   base = run(params)
   after_alpha = run(_perturb(params, "alpha"))
   np.testing.assert_allclose(after_alpha["alpha"][0], base["alpha"][0])      # its own input: same
@@ -78,3 +80,27 @@ def test_groups_update_in_sequence_not_in_parallel():
   np.testing.assert_allclose(after_rxy["rxy"][0], base["rxy"][0])
   assert np.abs(after_rxy["rz"][0] - base["rz"][0]).max() > 1e-3
   assert np.abs(after_rxy["s"][0] - base["s"][0]).max() > 1e-3
+
+
+def test_round_two_weights_pose_updates_and_leaves_alpha():
+  m, sel, layout, y_obs, det, _, _ = setup()
+  rng = np.random.default_rng(1)
+  alpha = jnp.asarray(rng.normal(0, 1, (2, 6)), jnp.float32)
+  pose = jnp.array([[0.1, 0.3, 0.05, 0.9, 0.02, -0.01], [-0.2, -0.5, 0.1, 1.1, -0.05, 0.03]])
+  y_all = jax.vmap(lambda a, p: project(shape(m, a[:4], a[4:]), p))(alpha, pose)
+  det_all = jnp.asarray(rng.random((2, m.num_vertices)) < 0.4)
+  net = CprRegressor(num_alpha=6, width=4, features=16, hidden=8, capu=True, max_sampled=64)
+  args = (m, sel, layout, y_obs, det, y_all, det_all, jax.random.PRNGKey(3))
+  params = net.init(jax.random.PRNGKey(0), *args)
+  out = jax.jit(lambda p: net.apply(p, *args))(params)
+  r1, r2 = out["round1"], out["round2"]
+  assert set(r2["beta"]) == {"rxy", "rz", "s"} and "alpha" not in r2["seen"]
+  for g, beta in r2["beta"].items():
+    assert beta.shape == (3, 2) and np.all((beta > 0) & (beta < 2)), g
+  # α is updated in round 1 only.
+  for q in range(3):
+    np.testing.assert_array_equal(r2["alpha"][q], r1["alpha"][-1])
+  np.testing.assert_array_equal(out["alpha"], r1["alpha"][-1])
+  assert not np.allclose(out["pose"], r1["pose"][-1])
+  # Round 2 has its own networks (§3.2).
+  assert {"stages_round1", "stages_round2"} <= set(params["params"])
