@@ -1,0 +1,1 @@
+"""Baselines of §3.4: PnP and online optimisation on the DAFI."""
