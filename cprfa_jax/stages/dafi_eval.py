@@ -14,18 +14,24 @@ from __future__ import annotations
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from cprfa_jax import cpr, dafi as dafi_lib, metrics
 from cprfa_jax.geometry import projection
 from cprfa_jax.mm.model import shape
-from cprfa_jax.stages.dafi import network, preprocess
+from cprfa_jax.models.hs_unet import HSUNet
+from cprfa_jax.stages.dafi import preprocess
 
 
 def predictor(config):
-  """jitted (params, images uint8 (B, H, W, 3)) -> (DAFI (B, H, W, 3), mask prob (B, H, W))."""
-  net = network(config)
+  """jitted (params, images uint8 (B, H, W, 3)) -> (DAFI (B, H, W, 3), mask prob (B, H, W)),
+  one per network shape, so every set and every parameter set reuses one compilation."""
+  return _predictor(tuple(config.unet.widths))
+
+
+@functools.lru_cache(maxsize=8)
+def _predictor(widths):
+  net = HSUNet(widths)
 
   @jax.jit
   def predict(params, images):
@@ -121,6 +127,3 @@ def picture(pictures) -> np.ndarray:
                                 np.repeat(to8(pmask)[..., None], 3, -1)], 1))
   return np.concatenate(rows, 0)
 
-
-def jnp_params(tree):
-  return jax.tree.map(jnp.asarray, tree)
