@@ -37,3 +37,21 @@ def test_beta_is_in_open_interval_and_scale_free(seed, scale):
   assert beta.shape == (4,) and np.all((beta > 0) & (beta < 2))
   np.testing.assert_allclose(net.apply(params, e * scale), beta, rtol=1e-4, atol=1e-5)
   assert np.all(np.isfinite(net.apply(params, jnp.zeros((2, 10)))))
+
+
+def test_cross_fusion_exchanges_features_between_branches():
+  from cprfa_jax.models.cpr_net import CrossFusion
+  net = CrossFusion(width=4, features=8)
+  rng = np.random.default_rng(0)
+  x1 = jnp.asarray(rng.normal(size=(2, 32, 32, 3)), jnp.float32)      # DAFI CPR, N = 32
+  x2 = jnp.asarray(rng.normal(size=(2, 16, 16, 3)), jnp.float32)      # landmark CPR, N = 16
+  params = net.init(jax.random.PRNGKey(0), x1, x2)
+  f1, f2 = jax.jit(net.apply)(params, x1, x2)
+  assert f1.shape == f2.shape == (2, 8)
+  # Each branch's output depends on the other branch's input (the crossing), ...
+  # (new inputs, not rescaled ones: GroupNorm would normalise a scale away).
+  g1, _ = net.apply(params, x1, jnp.asarray(rng.normal(size=x2.shape), jnp.float32))
+  _, h2 = net.apply(params, jnp.asarray(rng.normal(size=x1.shape), jnp.float32), x2)
+  assert not np.allclose(g1, f1) and not np.allclose(h2, f2)
+  # ... and the two branches have their own weights.
+  assert {"branch_dafi", "branch_landmarks", "cross_to_dafi", "cross_to_landmarks"} <= set(params["params"])

@@ -64,3 +64,23 @@ class BetaNet(nn.Module):
     x = nn.relu(nn.Dense(self.hidden)(jnp.log(jnp.maximum(e, 1e-6))))
     x = nn.relu(nn.Dense(self.hidden)(x))
     return 2.0 * nn.sigmoid(nn.Dense(1)(x))[:, 0]
+
+
+class CrossFusion(nn.Module):
+  """Fig. 4c: two CPR branches (DAFI vertices C1, 68 landmarks C2) exchange features at the
+  sixth layer. Their feature maps differ in size (N1 != N2), so each branch receives the other's
+  globally pooled sixth-layer features, projected and added to every position; each branch then
+  has its own read-out (Eq. 8 adds the two branches' weighted updates). Returns (f1, f2)."""
+  width: int = 32
+  features: int = 128
+
+  @nn.compact
+  def __call__(self, cpr1_BxNxNxC, cpr2_BxMxMxC):
+    enc1 = CprEncoder(self.width, self.features, name="branch_dafi")
+    enc2 = CprEncoder(self.width, self.features, name="branch_landmarks")
+    a = enc1.layers_to_6(cpr1_BxNxNxC)
+    b = enc2.layers_to_6(cpr2_BxMxMxC)
+    c = a.shape[-1]
+    a_x = a + nn.Dense(c, name="cross_to_dafi")(b.mean(axis=(1, 2)))[:, None, None, :]
+    b_x = b + nn.Dense(c, name="cross_to_landmarks")(a.mean(axis=(1, 2)))[:, None, None, :]
+    return enc1.head(a_x), enc2.head(b_x)
