@@ -13,7 +13,6 @@ import os
 import platform
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from _timing import median_time

@@ -14,7 +14,6 @@ Both return `pose_6` in normalised coordinates and α (K + E,).
 from __future__ import annotations
 
 import cv2
-import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy.optimize import least_squares

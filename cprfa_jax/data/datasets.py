@@ -96,11 +96,13 @@ class TrainStream:
   overlaps with the train step. Deterministic: batch k is seeds [k*B, (k+1)*B) of `train`."""
 
   def __init__(self, model, batch_size: int, image_size: int, start_batch: int = 0,
-               prefetch: int = 2, host=(0, 1), **overrides):
+               prefetch: int = 2, host=(0, 1), keys=None, **overrides):
     """host = (process index, process count): each process makes its own slice of global
-    batch k, seeds ((k * count + index) * B, ...), B = this process's batch size."""
+    batch k, seeds ((k * count + index) * B, ...), B = this process's batch size.
+    keys: the example keys to stack (default: every key of the schema)."""
     self.model, self.batch_size = model, batch_size
     self._host, self._hosts = host
+    self._keys = keys
     self.cfg = set_config("train", image_size, **overrides)
     self._next = start_batch
     self._queue = queue.Queue(maxsize=prefetch)
@@ -115,7 +117,7 @@ class TrainStream:
         lo = (k * self._hosts + self._host) * self.batch_size
         exs = sampler.generate(self.model, range(lo, lo + self.batch_size), self.cfg,
                                SETS["train"][0])
-        item = {key: np.stack([e[key] for e in exs]) for key in exs[0]}
+        item = {key: np.stack([e[key] for e in exs]) for key in (self._keys or exs[0])}
       except Exception as e:  # surface the error in the consumer, not a silent dead thread
         item = e
       while not self._stop.is_set():

@@ -81,21 +81,9 @@ def train_batches(config, model3d):
 
   def batches(start):
     if config.data.train == "synthetic":
-      stream = datasets.TrainStream(model3d, b, config.data.image_size, start_batch=start,
-                                    host=(offset, jax.process_count()))
-
-      class _Keys:  # only the keys this stage uses cross to the device
-        def __iter__(self):
-          return self
-
-        def __next__(self):
-          batch = next(stream)
-          return {k: batch[k] for k in KEYS}
-
-        def close(self):
-          stream.close()
-
-      return _Keys()
+      # Only the keys this stage uses are stacked and cross to the device.
+      return datasets.TrainStream(model3d, b, config.data.image_size, start_batch=start,
+                                  host=(offset, jax.process_count()), keys=KEYS)
     name = config.data.train.split(":", 1)[1]
     source = tfds_io.read_dataset(name, config.data.data_dir, split="train")
     return _RecordStream(source, b, config.seed, start, config.data.augment, offset)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 
-import jax
 import orbax.checkpoint as ocp
 
 # Keys that may differ between the run that saved and the run that resumes: they change how
@@ -59,6 +58,19 @@ def config_differences(saved: dict, current: dict) -> list[str]:
   return sorted(k for k in set(a) | set(b) if not skip(k) and a.get(k) != b.get(k))
 
 
+def _check_config(mngr: ocp.CheckpointManager, step: int, config: dict) -> None:
+  """Raises ConfigMismatchError naming the keys (and values) in which the checkpoint's config
+  differs from `config`."""
+  saved = mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+  diff = config_differences(saved, config)
+  if diff:
+    a, b = (_flatten(json.loads(json.dumps(d))) for d in (saved, config))
+    details = ", ".join(f"{k}: saved {a.get(k)!r} vs now {b.get(k)!r}" for k in diff[:8])
+    raise ConfigMismatchError(
+        f"{mngr.directory} holds a checkpoint (step {step}) from another configuration "
+        f"({details}). Use a new --workdir, or the config it was trained with.")
+
+
 def restore_latest(mngr: ocp.CheckpointManager, abstract_state, config: dict):
   """(state, step) of the latest checkpoint, or (None, 0) if there is none.
 
@@ -68,21 +80,9 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state, config: dict):
   step = mngr.latest_step()
   if step is None:
     return None, 0
-  saved_config = mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
-  diff = config_differences(saved_config, config)
-  if diff:
-    details = ", ".join(f"{k}: saved {_flatten(saved_config).get(k)!r} vs now {_flatten(config).get(k)!r}"
-                        for k in diff[:8])
-    raise ConfigMismatchError(
-        f"{mngr.directory} holds a checkpoint (step {step}) from another configuration "
-        f"({details}). Use a new --workdir, or the config it was trained with.")
+  _check_config(mngr, step, config)
   restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
   return restored["state"], step
-
-
-def abstract_like(tree):
-  """ShapeDtypeStructs (with shardings) of a concrete pytree, for `restore_latest`."""
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), tree)
 
 
 def restore_params(workdir: str, config: dict, step: int | None = None):
@@ -97,11 +97,7 @@ def restore_params(workdir: str, config: dict, step: int | None = None):
     if step is None:
       raise FileNotFoundError(f"{workdir}: no checkpoint; train first (python train.py "
                               f"--config ... --workdir {workdir})")
-    saved = mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
-    diff = config_differences(saved, config)
-    if diff:
-      raise ConfigMismatchError(f"{workdir}: the checkpoint (step {step}) was trained with another "
-                                f"configuration (differs in {', '.join(diff[:8])})")
+    _check_config(mngr, step, config)
     state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
   finally:
     mngr.close()
