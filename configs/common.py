@@ -3,9 +3,21 @@
 import ml_collections
 
 
+def _schedule(lr, lr_end, batch_size, num_steps, log_every, checkpoint_every):
+  train = ml_collections.ConfigDict(dict(batch_size=batch_size, num_steps=num_steps,
+                                         log_every=log_every, checkpoint_every=checkpoint_every,
+                                         keep_checkpoints=3))
+  optim = ml_collections.ConfigDict(dict(lr=lr, lr_end=lr_end, grad_clip=1.0))
+  return train, optim
+
+
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.stage = "dafi"                 # dafi: the HS-U-Net stage (§2.1)
+  # The pipeline train.py runs, in order, each stage in workdir/<stage> (stages/common.py):
+  # dafi: HS-U-Net (§2.1) | landmarks: heatmap landmark network (FAN-3D's role, §2.5) |
+  # cpr: CPR(C) round 1 | cpr_h: CPR-H, with landmark fusion | capu: round 2 on CPR-H (CPRFA).
+  c.stages = ("dafi", "landmarks", "cpr", "cpr_h", "capu")
+  c.stage = "dafi"                 # set per stage by stages.common.stage_config
   c.seed = 0
   c.model = "synthetic"            # cprfa_jax.mm.load_model spec: synthetic[:V] | sfm:DIR | npz:FILE
   c.distributed = False            # multi-host: jax.distributed.initialize() at start
@@ -19,24 +31,34 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.num_eval = 0              # 0: the whole set
   c.data.num_reference = 200       # reference images for vertex selection (§3.1)
 
+  # Stage dafi: the HS-U-Net, trained with the top-level train / optim.
   c.unet = ml_collections.ConfigDict()
   c.unet.widths = (16, 32, 64, 128)
+  c.train, c.optim = _schedule(1e-4, 1e-7, 4, 1000, 50, 500)   # §3.2: 1e-4 -> 1e-7, batch 4
 
-  c.optim = ml_collections.ConfigDict()
-  c.optim.lr = 1e-4                # §3.2: decreased from 1e-4 to 1e-7
-  c.optim.lr_end = 1e-7
-  c.optim.grad_clip = 1.0
+  # Stage landmarks: 68 heatmaps (the paper uses FAN-3D; we train our own on the same data).
+  c.lmnet = ml_collections.ConfigDict()
+  c.lmnet.widths = (16, 32, 64, 128)
+  c.lmnet.sigma = 1.5              # Gaussian heatmap target, in output pixels
+  c.lmnet.train, c.lmnet.optim = _schedule(1e-3, 1e-5, 16, 1000, 50, 250)
 
-  c.train = ml_collections.ConfigDict()
-  c.train.batch_size = 4
-  c.train.num_steps = 1000
-  c.train.log_every = 50
-  c.train.checkpoint_every = 500
-  c.train.keep_checkpoints = 3
+  # Stages cpr / cpr_h / capu: the regressors of Eq. 4-8.
+  c.cpr = ml_collections.ConfigDict()
+  c.cpr.num_stages = 3             # q (§3.2)
+  c.cpr.width = 16                 # CNN channels of the first layer (Fig. 4b)
+  c.cpr.features = 64
+  c.cpr.hidden = 64                # GRU state h
+  c.cpr.kappa = 0.1                # §3.2: κ of the detected vertices for Eq. 6's errors
+  c.cpr.max_sampled = 256          # static bound on κ · #detected (jit shapes)
+  c.cpr.num_path = 5               # M of Eq. 6
+  c.cpr.dafi_source = "unet"       # unet: the trained HS-U-Net | corrupted_gt: noisy true DAFIs
+  c.cpr.param_weight = 0.1         # loss = vertex reprojection + param_weight * parameter error
+  c.cpr.train, c.cpr.optim = _schedule(1e-4, 1e-4, 1, 122450, 500, 5000)  # §3.2: batch 1, 1e-4
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 32
   c.eval.match_dist = 0.01         # §3.3: a pixel matches a vertex below this PNCC distance
   c.eval.num_selected = 512        # C, vertices selected for CPR (§3.2)
   c.eval.accuracy_tau = 0.05       # p2: a detection is accurate below this NME
+  c.eval.failure_nme = 0.1         # Table 2 / CED: an image fails above this NME
   return c

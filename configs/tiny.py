@@ -16,6 +16,12 @@ def get_config():
   c.train.num_steps = 8
   c.train.log_every = 2
   c.train.checkpoint_every = 4
+  c.lmnet.widths = (4, 8, 16)
+  c.lmnet.train.update(batch_size=4, num_steps=4, log_every=2, checkpoint_every=2)
+  c.cpr.width, c.cpr.features, c.cpr.hidden = 4, 16, 8
+  c.cpr.max_sampled = 32
+  c.cpr.train.update(batch_size=2, num_steps=2, log_every=1, checkpoint_every=2)
+  c.cpr.optim.update(lr=1e-3, lr_end=1e-3)
   c.eval.batch_size = 4
   c.eval.num_selected = 64
   return c
