@@ -1,11 +1,15 @@
-"""Evaluate a trained CPRFA stage and write its reports into the workdir.
+"""Evaluate a trained CPRFA pipeline (train.py's workdir) and write its reports into it.
 
     python evaluate.py --config configs/quickstart.py --workdir runs/quickstart
 
-Stage `dafi` (§2.1, Table 1): NME / ADR of DAFI vertex detection per |yaw| bin for the 68
-landmark vertices, all vertices and the C selected ones; the vertex selection (p1, p2 on the
-reference set, §2.2) saved as workdir/selection.npz for the CPR stage; report.md, report.json
-and dafi_examples.png (input | true DAFI | predicted DAFI | predicted mask).
+Table 1 (§3.3, stage dafi): NME / ADR of DAFI vertex detection per |yaw| bin for the 68
+landmark vertices, all vertices and the C selected ones (dafi_examples_<set>.png: input | true
+DAFI | predicted DAFI | predicted mask).
+Table 2 and the ablation (§3.4-3.5, when the landmark and regressor stages are trained): NME of
+the fitted landmarks per |yaw| bin for PnP-68, PnP + DAFI(C), online LM, CPR(C), CPR-H and
+CPRFA on every eval set; ced_<set>.png (Fig. 5), fits_<set>.png (Fig. 6),
+cpr_channels_<set>.png (Fig. 3), per_image_<set>.csv (NME per method, confidence, failure flag).
+All tables go to report.md and report.json and are printed.
 """
 
 import json
@@ -19,9 +23,10 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from cprfa_jax import mm
+from cprfa_jax import mm, pipeline
 from cprfa_jax.data import datasets, tfds_io
-from cprfa_jax.stages import dafi, dafi_eval
+from cprfa_jax.stages import dafi, dafi_eval, fit_report
+from cprfa_jax.stages.common import stage_config, stage_dir
 from cprfa_jax.train import checkpoint
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).",
@@ -50,8 +55,10 @@ def table_md(title, rows) -> str:
   return "\n".join(lines) + "\n\nNME (%) / ADR (%) of DAFI vertex detection, as the paper's Table 1.\n"
 
 
-def evaluate_dafi(config, workdir, model3d, compare_untrained):
-  params, step = checkpoint.restore_params(workdir, config.to_dict())
+def evaluate_dafi(config, root, model3d, compare_untrained):
+  """Table 1; returns (report dict, markdown lines)."""
+  params, step = checkpoint.restore_params(stage_dir(root, "dafi"),
+                                           stage_config(config, "dafi").to_dict())
   runs = [("trained", params)]
   if compare_untrained:
     first = eval_source(config, model3d, config.data.eval_sets[0])[0]
@@ -59,18 +66,14 @@ def evaluate_dafi(config, workdir, model3d, compare_untrained):
                                      dafi.preprocess(first["image"][None]))["params"]
     runs.append(("untrained", init))
   t0 = time.time()
-  ref = datasets.ensure_set(model3d, "reference", config.data.data_dir, config.data.image_size,
-                            config.data.num_reference)
-  decoded = dafi_eval.decode_set(config, params, model3d, ref, len(ref))
-  sel = dafi_eval.select_vertices(decoded, model3d, config.eval.num_selected,
-                                  config.eval.accuracy_tau, config.seed)
-  np.savez(os.path.join(workdir, "selection.npz"), **sel)
-  report = {"stage": "dafi", "step": int(step), "model": model3d.name,
+  sel = pipeline.ensure_selection(config, root, model3d)
+  report = {"step": int(step), "model": model3d.name,
             "num_vertices": model3d.num_vertices, "selection": {
-                "C": int(config.eval.num_selected), "reference_images": len(ref),
+                "C": int(config.eval.num_selected), "reference_images": config.data.num_reference,
                 "mean_p1_selected": float(sel["p1"][sel["selected"]].mean()),
                 "mean_p2_selected": float(sel["p2"][sel["selected"]].mean())}, "sets": {}}
-  md = [f"# DAFI stage report (step {step}, model {model3d.name}, V = {model3d.num_vertices})\n"]
+  md = [f"## Table 1: DAFI vertex detection (U-Net step {step}, model {model3d.name}, "
+        f"V = {model3d.num_vertices})\n"]
   subsets = {"DAFI": np.asarray(model3d.landmarks_68), "DAFI all": np.arange(model3d.num_vertices),
              "DAFI CPR": sel["selected"]}
   for set_name in config.data.eval_sets:
@@ -83,27 +86,48 @@ def evaluate_dafi(config, workdir, model3d, compare_untrained):
       report["sets"][set_name][label] = dict(rows)
       md.append(table_md(f"{set_name}, {label} network ({num} images)", rows))
       if label == "trained":
-        png = os.path.join(workdir, f"dafi_examples_{set_name.replace(':', '_')}.png")
+        png = os.path.join(root, f"dafi_examples_{set_name.replace(':', '_')}.png")
         cv2.imwrite(png, cv2.cvtColor(dafi_eval.picture(dec["pictures"]), cv2.COLOR_RGB2BGR))
   report["seconds"] = round(time.time() - t0, 1)
-  with open(os.path.join(workdir, "report.json"), "w") as f:
-    json.dump(report, f, indent=1)
-  with open(os.path.join(workdir, "report.md"), "w") as f:
-    f.write("\n".join(md))
-  print("\n".join(md))
-  return report
+  return report, md
+
+
+def evaluate_fit(config, root, model3d):
+  """Table 2 and the ablation on every eval set; (report dict, markdown lines) or (None, [])
+  when no regressor is trained."""
+  trained = fit_report.trained_regressors(config, root, pipeline.params_of)
+  if not trained:
+    return None, []
+  t0 = time.time()
+  sel = pipeline.ensure_selection(config, root, model3d)
+  observer = pipeline.Observer(config, root, model3d, with_landmarks=True)
+  report, md = {"stages": sorted(trained), "sets": {}}, ["## Table 2: 3D face alignment (landmark NME)\n"]
+  for set_name in config.data.eval_sets:
+    src = eval_source(config, model3d, set_name)
+    r, m = fit_report.evaluate_set(config, model3d, set_name, src, observer, trained, sel, root,
+                                   log=lambda s: None)
+    report["sets"][set_name] = r
+    md.append(m)
+  report["seconds"] = round(time.time() - t0, 1)
+  return report, md
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  logging.set_verbosity(logging.WARNING)
+  logging.set_verbosity(logging.ERROR)
   config = _CONFIG.value
   try:
     model3d = mm.load_model(config.model)
-    if config.stage != "dafi":
-      raise ValueError(f"--config.stage={config.stage!r}: evaluate.py knows 'dafi'")
-    evaluate_dafi(config, _WORKDIR.value, model3d, _UNTRAINED.value)
+    root = _WORKDIR.value
+    dafi_report, md1 = evaluate_dafi(config, root, model3d, _UNTRAINED.value)
+    fit_rep, md2 = evaluate_fit(config, root, model3d)
+    md = [f"# CPRFA report ({root})\n"] + md1 + md2
+    with open(os.path.join(root, "report.json"), "w") as f:
+      json.dump({"dafi": dafi_report, "fit": fit_rep}, f, indent=1)
+    with open(os.path.join(root, "report.md"), "w") as f:
+      f.write("\n".join(md))
+    print("\n".join(md))
   except (checkpoint.ConfigMismatchError, FileNotFoundError, mm.ModelFormatError,
           ValueError) as e:
     print(f"evaluate.py: {type(e).__name__}: {e}", file=sys.stderr)

@@ -52,6 +52,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.cpr.max_sampled = 256          # static bound on κ · #detected (jit shapes)
   c.cpr.num_path = 5               # M of Eq. 6
   c.cpr.dafi_source = "unet"       # unet: the trained HS-U-Net | corrupted_gt: noisy true DAFIs
+  c.cpr.landmark_dropout = 0.1    # fused stages: drop an example's landmarks (runs without them)
   c.cpr.param_weight = 0.1         # loss = vertex reprojection + param_weight * parameter error
   c.cpr.train, c.cpr.optim = _schedule(1e-4, 1e-4, 1, 122450, 500, 5000)  # §3.2: batch 1, 1e-4
 

@@ -1,4 +1,4 @@
-"""Round 1 of the CPR fit (Eq. 4): shapes, jit, and the sequential order of the groups."""
+"""The CPR fit (Eq. 4-8): shapes, jit, the sequential order of the groups, round 2, fusion."""
 
 import functools
 
@@ -8,7 +8,7 @@ import numpy as np
 
 from cprfa_jax import cpr
 from cprfa_jax.mm import shape, synthetic_model
-from cprfa_jax.models.cpr_regressor import GROUPS, CprRegressor, generated_points
+from cprfa_jax.models.cpr_regressor import GROUPS, CprRegressor, Observations, generated_points
 from cprfa_jax.geometry import project
 
 C = 16
@@ -27,7 +27,7 @@ def setup():
   y_obs = generated_points(m, sel, alpha, pose)
   det = jnp.asarray(rng.random((2, C)) < 0.8)
   net = CprRegressor(num_alpha=6, width=4, features=16, hidden=8)
-  params = net.init(jax.random.PRNGKey(0), m, sel, layout, y_obs, det)
+  params = net.init(jax.random.PRNGKey(0), m, sel, layout, Observations(y_obs, det))
   return m, sel, layout, y_obs, det, net, params
 
 
@@ -41,7 +41,7 @@ def test_generated_points_are_eq1_and_eq2():
 
 def test_shapes_jit_and_stage_outputs():
   m, sel, layout, y_obs, det, net, params = setup()
-  fn = jax.jit(lambda p, y, d: net.apply(p, m, sel, layout, y, d))
+  fn = jax.jit(lambda p, y, d: net.apply(p, m, sel, layout, Observations(y, d)))
   out = fn(params, y_obs, det)
   alpha, pose, seen = out["alpha"], out["pose"], out["round1"]["seen"]
   alpha_q, pose_q = out["round1"]["alpha"], out["round1"]["pose"]
@@ -71,7 +71,7 @@ def test_groups_update_in_sequence_not_in_parallel():
   changing [r_x, r_y] changes what r_z and s see: each group reads Λ^G rebuilt after the groups
   before it. With parallel updates (all from one Λ^G) these inputs would not move."""
   m, sel, layout, y_obs, det, net, params = setup()
-  run = lambda p: net.apply(p, m, sel, layout, y_obs, det)["round1"]["seen"]
+  run = lambda p: net.apply(p, m, sel, layout, Observations(y_obs, det))["round1"]["seen"]
   base = run(params)
   after_alpha = run(_perturb(params, "alpha"))
   np.testing.assert_allclose(after_alpha["alpha"][0], base["alpha"][0])      # its own input: same
@@ -90,7 +90,7 @@ def test_round_two_weights_pose_updates_and_leaves_alpha():
   y_all = jax.vmap(lambda a, p: project(shape(m, a[:4], a[4:]), p))(alpha, pose)
   det_all = jnp.asarray(rng.random((2, m.num_vertices)) < 0.4)
   net = CprRegressor(num_alpha=6, width=4, features=16, hidden=8, capu=True, max_sampled=64)
-  args = (m, sel, layout, y_obs, det, y_all, det_all, jax.random.PRNGKey(3))
+  args = (m, sel, layout, Observations(y_obs, det, y_all, det_all), jax.random.PRNGKey(3))
   params = net.init(jax.random.PRNGKey(0), *args)
   out = jax.jit(lambda p: net.apply(p, *args))(params)
   r1, r2 = out["round1"], out["round2"]
@@ -104,3 +104,51 @@ def test_round_two_weights_pose_updates_and_leaves_alpha():
   assert not np.allclose(out["pose"], r1["pose"][-1])
   # Round 2 has its own networks (§3.2).
   assert {"stages_round1", "stages_round2"} <= set(params["params"])
+
+
+def _fusion_setup():
+  m, sel, layout, y_obs, det, _, _ = setup()
+  rng = np.random.default_rng(2)
+  alpha = jnp.asarray(rng.normal(0, 1, (2, 6)), jnp.float32)
+  pose = jnp.array([[0.1, 0.3, 0.05, 0.9, 0.02, -0.01], [-0.2, -0.5, 0.1, 1.1, -0.05, 0.03]])
+  y_all = jax.vmap(lambda a, p: project(shape(m, a[:4], a[4:]), p))(alpha, pose)
+  det_all = jnp.asarray(rng.random((2, m.num_vertices)) < 0.4)
+  y_lm = y_all[:, np.asarray(m.landmarks_68)]
+  obs = Observations(y_obs, det, y_all, det_all, y_lm, jnp.ones((2, 68), bool))
+  return m, sel, layout, obs
+
+
+def test_fusion_runs_with_and_without_landmarks_and_each_branch_has_its_beta():
+  m, sel, layout, obs = _fusion_setup()
+  net = CprRegressor(num_alpha=6, width=4, features=16, hidden=8, fusion=True, capu=True,
+                     max_sampled=64)
+  key = jax.random.PRNGKey(3)
+  params = net.init(jax.random.PRNGKey(0), m, sel, layout, obs, key)
+  apply = jax.jit(lambda p, o: net.apply(p, m, sel, layout, o, key))
+  with_lm = apply(params, obs)
+  no_lm = apply(params, obs._replace(y_lm=None, det_lm=None))
+  r2 = with_lm["round2"]["beta"]
+  assert set(r2) == {"rxy", "rxy_lm", "rz", "rz_lm", "s", "s_lm"}
+  assert all(np.all((b > 0) & (b < 2)) for b in r2.values())
+  assert set(no_lm["round2"]["beta"]) == {"rxy", "rz", "s"}
+  assert np.all(np.isfinite(no_lm["pose"])) and np.all(np.isfinite(with_lm["pose"]))
+  assert not np.allclose(with_lm["pose"], no_lm["pose"])     # the landmarks change the fit
+  # An example whose landmarks are all missing gets the same fit as running without them.
+  masked = obs._replace(det_lm=obs.det_lm.at[1].set(False))
+  part = apply(params, masked)
+  np.testing.assert_allclose(part["pose"][1], no_lm["pose"][1], atol=1e-5)
+  assert not np.allclose(part["pose"][0], no_lm["pose"][0])
+
+
+def test_fusion_updates_add_the_two_branches():
+  """Eq. 8: φ += Δφ_C1 + Δφ_C2 (β = 1 in round 1). Shift the landmark branch's s read-out by
+  b: the first stage's s moves by exactly b, whatever the DAFI branch predicted."""
+  m, sel, layout, obs = _fusion_setup()
+  net = CprRegressor(num_alpha=6, width=4, features=16, hidden=8, fusion=True)
+  params = net.init(jax.random.PRNGKey(0), m, sel, layout, obs)
+  run = jax.jit(lambda p: net.apply(p, m, sel, layout, obs)["round1"]["pose"])
+  base = run(params)
+  p = jax.tree_util.tree_map(lambda x: x, params)
+  p["params"]["stages_round1"]["rnn_lm_s"]["out"]["bias"] = (
+      p["params"]["stages_round1"]["rnn_lm_s"]["out"]["bias"] + 0.05)
+  np.testing.assert_allclose(run(p)[0, :, 3] - base[0, :, 3], 0.05, atol=1e-5)

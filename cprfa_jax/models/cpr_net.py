@@ -70,17 +70,25 @@ class CrossFusion(nn.Module):
   """Fig. 4c: two CPR branches (DAFI vertices C1, 68 landmarks C2) exchange features at the
   sixth layer. Their feature maps differ in size (N1 != N2), so each branch receives the other's
   globally pooled sixth-layer features, projected and added to every position; each branch then
-  has its own read-out (Eq. 8 adds the two branches' weighted updates). Returns (f1, f2)."""
+  has its own read-out (Eq. 8 adds the two branches' weighted updates).
+
+  __call__(cpr1, cpr2=None, has2_B=None) -> (f1, f2 or None). Without cpr2 (no landmarks, or a
+  model trained without fusion) only the DAFI branch runs and receives no crossing term; has2_B
+  (B,) in {0, 1} switches the crossing off per example (landmark dropout, a failed detector),
+  so one network serves images with and without landmarks."""
   width: int = 32
   features: int = 128
 
   @nn.compact
-  def __call__(self, cpr1_BxNxNxC, cpr2_BxMxMxC):
+  def __call__(self, cpr1_BxNxNxC, cpr2_BxMxMxC=None, has2_B=None):
     enc1 = CprEncoder(self.width, self.features, name="branch_dafi")
-    enc2 = CprEncoder(self.width, self.features, name="branch_landmarks")
     a = enc1.layers_to_6(cpr1_BxNxNxC)
+    if cpr2_BxMxMxC is None:
+      return enc1.head(a), None
+    enc2 = CprEncoder(self.width, self.features, name="branch_landmarks")
     b = enc2.layers_to_6(cpr2_BxMxMxC)
+    has = (jnp.ones(a.shape[:1]) if has2_B is None else has2_B.astype(a.dtype))[:, None, None, None]
     c = a.shape[-1]
-    a_x = a + nn.Dense(c, name="cross_to_dafi")(b.mean(axis=(1, 2)))[:, None, None, :]
+    a_x = a + has * nn.Dense(c, name="cross_to_dafi")(b.mean(axis=(1, 2)))[:, None, None, :]
     b_x = b + nn.Dense(c, name="cross_to_landmarks")(a.mean(axis=(1, 2)))[:, None, None, :]
     return enc1.head(a_x), enc2.head(b_x)

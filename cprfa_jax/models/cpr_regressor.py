@@ -1,5 +1,5 @@
-"""Round 1 of the CPR fit (§2.3, Eq. 4): recurrent regressors updating the parameter groups in
-the order of the weak-perspective projection.
+"""The CPR fit (§2.3-2.5, Eq. 4-8): recurrent regressors updating the parameter groups in the
+order of the weak-perspective projection, in two rounds, optionally fused with a landmark CPR.
 
 Per stage q (q = 1 .. `num_stages`, a `nn.scan` carrying the hidden states h):
 
@@ -19,11 +19,20 @@ Round 2 (consistency-aware updating, §2.4) runs the same stages with its own ne
 leaves α alone ("the parameter α only gets updated in round 1") and weights each pose update
 by β = Φ_DNN(e_1 .. e_2M) (Eq. 7) from reprojection errors sampled along the predicted update
 (Eq. 6) over κ of all the vertices the DAFI detected.
+
+Fusion (§2.5, Fig. 4c, Eq. 8): with `fusion`, a second CPR built from 68 landmarks runs beside
+the DAFI CPR for every group; the two CNNs exchange features at the sixth layer
+(`CrossFusion`), each branch has its own recurrent read-out and (round 2) its own β, and the
+updates add: φ += β_C1 Δφ_C1 + β_C2 Δφ_C2. A fused network also runs without landmarks (the
+landmark branch is skipped, per example or for the whole batch).
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple, Optional
+
 import flax.linen as nn
+import numpy as np
 import jax
 import jax.numpy as jnp
 
@@ -31,7 +40,7 @@ from cprfa_jax import cpr
 from cprfa_jax.geometry.projection import project
 from cprfa_jax.mm.model import shape
 from cprfa_jax.cpr import path
-from cprfa_jax.models.cpr_net import BetaNet, CprEncoder, RecurrentHead
+from cprfa_jax.models.cpr_net import BetaNet, CrossFusion, RecurrentHead
 
 GROUPS = ("alpha", "rxy", "rz", "s")    # Eq. 4's order; t follows from Λ_t
 POSE_SLICES = {"rxy": slice(0, 2), "rz": slice(2, 3), "s": slice(3, 4), "t": slice(4, 6)}
@@ -76,9 +85,40 @@ def group_path_errors(model3d, alpha_BxA, pose_Bx6, group, delta_BxP, idx_BxK, v
   return jax.vmap(one)(alpha_BxA, pose_Bx6, delta_BxP, idx_BxK, valid_BxK, y_obs_all_BxVx2)
 
 
+class Observations(NamedTuple):
+  """What the fit sees of one batch, in normalised image coordinates (`geometry.projection`).
+
+  y_sel / det_sel: the DAFI-decoded positions of the C selected vertices and their flags;
+  y_all / det_all: every model vertex (round 2's κ-sampled errors, Eq. 6), optional;
+  y_lm / det_lm: 68 landmarks from a detector (fusion, §2.5), optional; an example whose
+  det_lm are all False counts as having no landmarks.
+  """
+  y_sel: jnp.ndarray                       # (B, C, 2)
+  det_sel: jnp.ndarray                     # (B, C) bool
+  y_all: Optional[jnp.ndarray] = None      # (B, V, 2)
+  det_all: Optional[jnp.ndarray] = None    # (B, V) bool
+  y_lm: Optional[jnp.ndarray] = None       # (B, 68, 2)
+  det_lm: Optional[jnp.ndarray] = None     # (B, 68) bool
+
+
+def landmark_order(model3d) -> np.ndarray:
+  """The 68 landmark indices ordered as the landmark CPR's point list: the 34 with the largest
+  mean-shape x (the subject's left half; the 10 midline landmarks split by their small x
+  offsets) first, then the other 34, so `cpr.cpr_layout(68)` gives the same channels as the
+  DAFI CPR: left half, right half, and every other point of each (N = 34)."""
+  x = np.asarray(model3d.mean_Vx3)[np.asarray(model3d.landmarks_68), 0]
+  return np.argsort(-x, kind="stable").astype(np.int32)
+
+
+def _translation(y_obs, y_gen, det, layout):
+  """Λ_t's correction (B, 2) and the number of detected points it rests on (B,)."""
+  t = jax.vmap(cpr.translation_from_cpr)(cpr.batched_cpr_inputs(y_obs, y_gen, det, layout).t)
+  return t, jnp.sum(det, axis=1).astype(jnp.float32)
+
+
 class _Stage(nn.Module):
   """One recurrent stage: the groups in Eq. 4's order, each reading a freshly rebuilt Λ^G.
-  With `capu` (round 2): no α group, and each pose update weighted by Eq. 7's β."""
+  With `capu` (round 2): no α group, and each update weighted by Eq. 7's β."""
   num_alpha: int
   width: int
   features: int
@@ -87,70 +127,101 @@ class _Stage(nn.Module):
   num_path: int = 5          # M of Eq. 6
 
   @nn.compact
-  def __call__(self, carry, model3d, sel_C, layout_3xN, y_obs_BxCx2, det_BxC, sampled):
+  def __call__(self, carry, model3d, sel_C, layout_3xN, lm_idx_68, lm_layout, obs, sampled):
     (alpha, pose), hidden = carry
     out_dims = {"alpha": self.num_alpha, "rxy": 2, "rz": 1, "s": 1}
+    use_lm = obs.y_lm is not None
+    has_lm = jnp.any(obs.det_lm, axis=1).astype(jnp.float32) if use_lm else None
     new_hidden, seen, betas = {}, {}, {}
+
+    def beta_of(g, name, delta):
+      if not self.capu:
+        return 1.0
+      idx, valid = sampled
+      errors = group_path_errors(model3d, alpha, pose, g, delta, idx, valid, obs.y_all,
+                                 self.num_path)
+      betas[name] = BetaNet(name=f"beta_{name}")(errors)
+      return betas[name]
+
     for g in GROUPS[1:] if self.capu else GROUPS:
       y_gen = generated_points(model3d, sel_C, alpha, pose)
-      inputs = cpr.batched_cpr_inputs(y_obs_BxCx2, y_gen, det_BxC, layout_3xN)
-      x = group_input(inputs, g)
-      seen[g] = x
-      feat = CprEncoder(self.width, self.features, name=f"enc_{g}")(x)
-      new_hidden[g], delta = RecurrentHead(self.hidden, out_dims[g], name=f"rnn_{g}")(hidden[g], feat)
-      beta = 1.0
-      if self.capu:
-        idx, valid, y_all = sampled
-        errors = group_path_errors(model3d, alpha, pose, g, delta, idx, valid, y_all, self.num_path)
-        beta = betas[g] = BetaNet(name=f"beta_{g}")(errors)
-      alpha, pose = apply_update(alpha, pose, g, delta, beta)
-    y_gen = generated_points(model3d, sel_C, alpha, pose)
-    t_err = jax.vmap(cpr.translation_from_cpr)(
-        cpr.batched_cpr_inputs(y_obs_BxCx2, y_gen, det_BxC, layout_3xN).t)
-    alpha, pose = apply_update(alpha, pose, "t", t_err)
+      x1 = group_input(cpr.batched_cpr_inputs(obs.y_sel, y_gen, obs.det_sel, layout_3xN), g)
+      seen[g] = x1
+      x2 = None
+      if use_lm:
+        y_gen_lm = generated_points(model3d, lm_idx_68, alpha, pose)
+        x2 = group_input(cpr.batched_cpr_inputs(obs.y_lm, y_gen_lm, obs.det_lm, lm_layout), g)
+      f1, f2 = CrossFusion(self.width, self.features, name=f"cnn_{g}")(x1, x2, has_lm)
+      new_hidden[g], d1 = RecurrentHead(self.hidden, out_dims[g], name=f"rnn_{g}")(hidden[g], f1)
+      step = jnp.reshape(beta_of(g, g, d1), (-1, 1)) * d1
+      if use_lm:                                   # Eq. 8: the landmark branch's own Δφ and β
+        new_hidden[g + "_lm"], d2 = RecurrentHead(self.hidden, out_dims[g], name=f"rnn_lm_{g}")(
+            hidden[g + "_lm"], f2)
+        d2 = d2 * has_lm[:, None]
+        step = step + jnp.reshape(beta_of(g, g + "_lm", d2), (-1, 1)) * d2
+      alpha, pose = apply_update(alpha, pose, g, step)
+    # t from the mean of the non-zero Λ_t (§3.2); with landmarks, both CPRs' estimates weighted
+    # by how many points each rests on (the estimate is direct, so the two must not add).
+    t, n = _translation(obs.y_sel, generated_points(model3d, sel_C, alpha, pose), obs.det_sel,
+                        layout_3xN)
+    if use_lm:
+      t2, n2 = _translation(obs.y_lm, generated_points(model3d, lm_idx_68, alpha, pose),
+                            obs.det_lm, lm_layout)
+      t, n = (n[:, None] * t + n2[:, None] * t2) / jnp.maximum(n + n2, 1)[:, None], n + n2
+    alpha, pose = apply_update(alpha, pose, "t", t)
     return ((alpha, pose), new_hidden), ((alpha, pose), seen, betas)
 
 
 class CprRegressor(nn.Module):
-  """CPRFA's two rounds. __call__(model3d, sel_C, layout_3xN, y_obs_BxCx2, det_BxC,
-  y_obs_all_BxVx2=None, det_all_BxV=None, key=None) -> dict with the final `alpha` (B, K+E) and
-  `pose` (B, 6), and per round the per-stage parameters, the group inputs each stage saw and
-  (round 2) the β of each group. Round 2 runs when `capu` is set and the observations of all
-  vertices (for Eq. 6's errors) and a PRNG key (for κ-sampling) are given."""
+  """CPRFA's two rounds. __call__(model3d, sel_C, layout_3xN, obs: Observations, key=None)
+  -> dict with the final `alpha` (B, K+E) and `pose` (B, 6), and per round the per-stage
+  parameters (q, B, ...), the DAFI-CPR group inputs each stage saw and (round 2) the β of each
+  group and branch. Round 2 runs when `capu` is set; it needs obs.y_all / det_all (Eq. 6's
+  errors) and a PRNG key (κ-sampling). With `fusion`, obs.y_lm / det_lm feed the landmark
+  branch when given; without them the DAFI branch runs alone."""
   num_alpha: int
   num_stages: int = 3
   width: int = 16
   features: int = 64
   hidden: int = 64
+  fusion: bool = False
   capu: bool = False
   kappa: float = 0.1
   max_sampled: int = 256
   num_path: int = 5
 
   @nn.compact
-  def __call__(self, model3d, sel_C, layout_3xN, y_obs_BxCx2, det_BxC, y_obs_all_BxVx2=None,
-               det_all_BxV=None, key=None):
-    b = y_obs_BxCx2.shape[0]
+  def __call__(self, model3d, sel_C, layout_3xN, obs: Observations, key=None):
+    b = obs.y_sel.shape[0]
+    if not self.fusion:
+      obs = obs._replace(y_lm=None, det_lm=None)
     alpha = jnp.zeros((b, self.num_alpha), jnp.float32)
     pose = jnp.tile(jnp.array([0, 0, 0, 1, 0, 0], jnp.float32), (b, 1))    # §2.3's p0
+    # The landmark CPR reads obs.y_lm in `landmark_order`; its layout indexes that order.
+    order = landmark_order(model3d)
+    lm_idx = jnp.asarray(np.asarray(model3d.landmarks_68)[order])
+    lm_layout = jnp.asarray(cpr.cpr_layout(68, seed=1))
+    if obs.y_lm is not None:
+      obs = obs._replace(y_lm=obs.y_lm[:, order], det_lm=obs.det_lm[:, order])
     out = {}
     rounds = [("round1", False, None)]
     if self.capu:
-      if y_obs_all_BxVx2 is None or det_all_BxV is None or key is None:
-        raise ValueError("round 2 (capu) needs y_obs_all_BxVx2, det_all_BxV and key")
+      if obs.y_all is None or obs.det_all is None or key is None:
+        raise ValueError("round 2 (capu) needs obs.y_all, obs.det_all and a key")
       keys = jax.random.split(key, b)
-      idx, valid = jax.vmap(lambda k, d: path.sample_vertices(k, d, self.kappa, self.max_sampled))(
-          keys, det_all_BxV)
-      rounds.append(("round2", True, (idx, valid, y_obs_all_BxVx2)))
+      sampled = jax.vmap(lambda k, d: path.sample_vertices(k, d, self.kappa, self.max_sampled))(
+          keys, obs.det_all)
+      rounds.append(("round2", True, sampled))
     for name, capu, sampled in rounds:
       groups = GROUPS[1:] if capu else GROUPS
-      hidden0 = {g: jnp.zeros((b, self.hidden), jnp.float32) for g in groups}
+      branches = [g + sfx for g in groups for sfx in (("", "_lm") if obs.y_lm is not None else ("",))]
+      hidden0 = {g: jnp.zeros((b, self.hidden), jnp.float32) for g in branches}
       stages = nn.scan(_Stage, variable_broadcast="params", split_rngs={"params": False},
-                       in_axes=(nn.broadcast,) * 6, length=self.num_stages)
+                       in_axes=(nn.broadcast,) * 7, length=self.num_stages)
       ((alpha, pose), _), (per_stage, seen, betas) = stages(
           self.num_alpha, self.width, self.features, self.hidden, capu, self.num_path,
-          name=f"stages_{name}")(((alpha, pose), hidden0), model3d, sel_C, layout_3xN,
-                                 y_obs_BxCx2, det_BxC, sampled)
+          name=f"stages_{name}")(((alpha, pose), hidden0), model3d, sel_C, layout_3xN, lm_idx,
+                                 lm_layout, obs, sampled)
       out[name] = {"alpha": per_stage[0], "pose": per_stage[1], "seen": seen, "beta": betas}
     out["alpha"], out["pose"] = alpha, pose
     return out

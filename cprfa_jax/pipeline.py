@@ -1,0 +1,128 @@
+"""The whole CPRFA pipeline as train.py runs it: `config.stages` in order, each in
+workdir/<stage>, each stage handed what the earlier ones produced.
+
+    dafi       HS-U-Net (§2.1), then the vertex selection of §2.2 on the reference set
+               (workdir/dafi/selection.npz)
+    landmarks  the heatmap landmark network (FAN-3D's role in §2.5)
+    cpr        CPR(C): DAFI CPR, round 1          } regressors of Eq. 4-8, trained on the U-Net's
+    cpr_h      CPR-H: + landmark CPR fusion        } DAFIs (or corrupted true DAFIs) and the
+    capu       CPRFA: round 2 on the frozen CPR-H  } landmark network's points
+
+Every stage resumes from its own last checkpoint and is skipped once trained, so an interrupted
+pipeline restarts where it stopped.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from cprfa_jax.data import datasets
+from cprfa_jax.stages import dafi, dafi_eval, fit, landmarks, observe
+from cprfa_jax.stages.common import stage_config, stage_dir
+from cprfa_jax.train import checkpoint
+
+ORDER = ("dafi", "landmarks", "cpr", "cpr_h", "capu")
+NEEDS = {"cpr": ("dafi",), "cpr_h": ("dafi", "landmarks"), "capu": ("dafi", "landmarks", "cpr_h")}
+
+
+def check_stages(stages) -> None:
+  stages = tuple(stages)
+  unknown = [s for s in stages if s not in ORDER]
+  if unknown:
+    raise ValueError(f"--config.stages: unknown {unknown}; choose from {ORDER}")
+  if list(stages) != sorted(stages, key=ORDER.index):
+    raise ValueError(f"--config.stages={stages}: stages must run in the order {ORDER}")
+
+
+def params_of(config, root, stage):
+  """The trained parameters of an earlier stage (FileNotFoundError naming it if untrained)."""
+  return checkpoint.restore_params(stage_dir(root, stage), stage_config(config, stage).to_dict())[0]
+
+
+def selection_file(root) -> str:
+  return os.path.join(stage_dir(root, "dafi"), "selection.npz")
+
+
+def ensure_selection(config, root, model3d, log=print) -> dict:
+  """§2.2's vertex selection with the trained U-Net on the reference set (1% of the training
+  data in the paper, `data.num_reference` images here); computed once, then read back."""
+  path = selection_file(root)
+  if not os.path.exists(path):
+    ref = datasets.ensure_set(model3d, "reference", config.data.data_dir, config.data.image_size,
+                              config.data.num_reference)
+    decoded = dafi_eval.decode_set(config, params_of(config, root, "dafi"), model3d, ref, len(ref))
+    sel = dafi_eval.select_vertices(decoded, model3d, config.eval.num_selected,
+                                    config.eval.accuracy_tau, config.seed)
+    np.savez(path, **sel)
+    log(f"selected C = {config.eval.num_selected} vertices on {len(ref)} reference images: {path}")
+  with np.load(path) as f:
+    sel = dict(f)
+  if sel["selected"].shape != (config.eval.num_selected,):
+    raise ValueError(f"{path} holds {sel['selected'].shape[0]} vertices but "
+                     f"--config.eval.num_selected={config.eval.num_selected}; delete the file to "
+                     "select again")
+  return sel
+
+
+class Observer:
+  """Images -> the arrays of `Observations` (dict, NumPy), with the trained U-Net and landmark
+  network. `dropout` and `corrupted_gt` are for training; evaluation uses neither."""
+
+  def __init__(self, config, root, model3d, with_landmarks: bool, dafi_source="unet",
+               dropout=0.0):
+    self.config, self.hw = config, (config.data.image_size,) * 2
+    self.tree = observe.dafi_lib.build_pncc_tree(model3d.pncc_Vx3)
+    self.dafi_source, self.dropout = dafi_source, dropout
+    self.unet = (dafi_eval.predictor(config), params_of(config, root, "dafi"))
+    self.lm = ((landmarks.predictor(config), params_of(config, root, "landmarks"))
+               if with_landmarks else None)
+
+  def dafi(self, images):
+    """U-Net DAFI (B, H, W, 3) and mask (B, H, W)."""
+    predict, p = self.unet
+    d, m = predict(p, images)
+    return np.asarray(d), np.asarray(m) > 0.5
+
+  def landmarks(self, images):
+    """Landmark pixels (B, 68, 2), or None without a landmark network."""
+    return None if self.lm is None else np.asarray(self.lm[0](self.lm[1], images)[0])
+
+  def __call__(self, batch, k=0):
+    rng = np.random.default_rng([self.config.seed, 7, k])
+    if self.dafi_source == "corrupted_gt":
+      d, m = observe.corrupt_dafi(batch["dafi"], batch["mask"], rng)
+    else:
+      d, m = self.dafi(batch["image"])
+    lm = self.landmarks(batch["image"])
+    present = rng.random(len(d)) >= self.dropout
+    return observe.observations(d, m, lm, self.tree, self.config.eval.match_dist, self.hw, present)
+
+
+def run_stage(config, root, stage, model3d, log=print):
+  view = stage_config(config, stage)
+  sdir = stage_dir(root, stage)
+  for dep in NEEDS.get(stage, ()):
+    if not os.path.isdir(os.path.join(stage_dir(root, dep), "checkpoints")):
+      raise FileNotFoundError(f"stage {stage} needs stage {dep} trained in {stage_dir(root, dep)}: "
+                              f"add it to --config.stages")
+  log(f"== stage {stage} -> {sdir}")
+  if stage == "dafi":
+    dafi.run(view, sdir, model3d, log=log)
+    ensure_selection(config, root, model3d, log)
+  elif stage == "landmarks":
+    landmarks.run(view, sdir, model3d, log=log)
+  else:
+    sel = ensure_selection(config, root, model3d, log)
+    fused = fit.VARIANTS[stage]["fusion"]
+    observer = Observer(config, root, model3d, fused, config.cpr.dafi_source,
+                        config.cpr.landmark_dropout if fused else 0.0)
+    frozen = params_of(config, root, "cpr_h")["stages_round1"] if stage == "capu" else None
+    fit.run(view, sdir, model3d, stage, sel["selected"], sel["layout"], observer, frozen, log=log)
+
+
+def run(config, root, model3d, log=print):
+  check_stages(config.stages)
+  for stage in config.stages:
+    run_stage(config, root, stage, model3d, log)

@@ -1,0 +1,175 @@
+"""Evaluating the fit (§3.4-3.5): every method of the ablation on the same observations, the
+paper's Table 2 layout, per-image results with a confidence and a failure flag.
+
+Methods (landmark NME of the fitted model's projected landmarks against the ground truth):
+  PnP-68          OpenCV solvePnP of the mean shape's landmarks on the landmark network's points
+  PnP + DAFI(C)   solvePnP of the mean shape on the detected selected vertices (NME = 1 when
+                  fewer than 4 are detected: §3.4 sets 1 "if DAFI detects no vertex")
+  Online LM       robust Levenberg-Marquardt over pose and shape on all detected vertices (Fig. 1a)
+  CPR(C)          the DAFI CPR regressor, round 1
+  CPR-H           + the 68-landmark CPR (fusion)
+  CPRFA           CPR-H + CAPU (round 2)
+  CPRFA, no lmk   the same network run without landmarks (fusion "with and without")
+
+Confidence: the fitted model's final reprojection error over every DAFI-detected vertex, in units
+of the fitted face's landmark box (what a user can see at test time, without ground truth); an
+image is flagged as a likely failure when it exceeds `eval.failure_nme` or fewer than 10% of
+the selected vertices were detected.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cprfa_jax import metrics
+from cprfa_jax.baselines import fitting
+from cprfa_jax.geometry import projection
+from cprfa_jax.mm.model import shape
+from cprfa_jax.stages import fit, observe
+
+INNER_51 = np.arange(17, 68)     # COFW's 51 inner landmarks (Ghiasi et al.), as in §3.1
+
+
+def observe_set(observer, source, num: int, batch_size: int, keep_pictures: int = 8) -> dict:
+  """Runs the U-Net, decoding and landmark network over the first `num` examples. Returns a
+  dict of (N, ...) NumPy arrays: y_all, det_all, y_lm (normalised), lm_px, gt landmarks (pixels),
+  yaw, alpha, pose, and the first images / predicted DAFIs for pictures."""
+  out = {k: [] for k in ("y_all", "det_all", "y_lm", "lm_px", "landmarks", "yaw", "alpha", "pose")}
+  pics = {"image": [], "dafi": []}
+  for lo in range(0, num, batch_size):
+    exs = [source[i] for i in range(lo, min(lo + batch_size, num))]
+    batch = {k: np.stack([e[k] for e in exs]) for k in exs[0]}
+    d, m = observer.dafi(batch["image"])
+    lm = observer.landmarks(batch["image"])
+    obs = observe.observations(d, m, lm, observer.tree, observer.config.eval.match_dist,
+                               observer.hw)
+    for k in ("y_all", "det_all", "y_lm"):
+      out[k].append(obs[k])
+    out["lm_px"].append(lm)
+    out["landmarks"].append(batch["landmarks"])
+    out["yaw"].append(batch["yaw"])
+    out["alpha"].append(np.concatenate([batch["alpha_id"], batch["alpha_exp"]], 1))
+    out["pose"].append(batch["pose"])
+    take = max(0, keep_pictures - sum(len(x) for x in pics["image"]))
+    pics["image"].append(batch["image"][:take])
+    pics["dafi"].append(d[:take] * m[:take, ..., None])
+  res = {k: np.concatenate(v) for k, v in out.items()}
+  res.update({k: np.concatenate(v) for k, v in pics.items()})
+  return res
+
+
+def landmarks_px(model3d, alpha_NxA, pose_Nx6, hw) -> np.ndarray:
+  """Projected 68 landmarks (N, 68, 2) in pixels of fitted models."""
+  return np.asarray(_landmarks_px(model3d, jnp.asarray(alpha_NxA, jnp.float32),
+                                  jnp.asarray(pose_Nx6, jnp.float32), hw))
+
+
+@functools.partial(jax.jit, static_argnames=("hw",))
+def _landmarks_px(model3d, alpha, pose, hw):
+  k = model3d.num_id
+
+  def one(a, p):
+    v = shape(model3d, a[:k], a[k:])[model3d.landmarks_68]
+    return projection.to_pixels(projection.project(v, p), hw)
+
+  return jax.vmap(one)(alpha, pose)
+
+
+@jax.jit
+def reprojection_confidence(model3d, alpha_NxA, pose_Nx6, y_all_NxVx2, det_all_NxV):
+  """Mean distance over the detected vertices between the fitted projection and the DAFI,
+  over the fitted landmark box size (NME units). NaN when nothing is detected."""
+  k = model3d.num_id
+
+  def one(a, p, y, d):
+    proj = projection.project(shape(model3d, a[:k], a[k:]), p)
+    err = jnp.sum(jnp.where(d, jnp.linalg.norm(proj - y, axis=-1), 0.0)) / jnp.maximum(d.sum(), 1)
+    box = metrics.box_size(proj[model3d.landmarks_68])
+    return jnp.where(d.sum() > 0, err / jnp.maximum(box, 1e-6), jnp.nan)
+
+  return jax.vmap(one)(alpha_NxA, pose_Nx6, y_all_NxVx2, det_all_NxV)
+
+
+def baselines(model3d, obs, sel_C, num_id=10, num_exp=5) -> dict:
+  """PnP-68, PnP + DAFI(C), online LM: {name: (alpha (N, A), pose (N, 6), ok (N,))}."""
+  n, a = len(obs["y_all"]), model3d.num_id + model3d.num_exp
+  mean = np.asarray(model3d.mean_Vx3)
+  lm3d = mean[np.asarray(model3d.landmarks_68)]
+  out = {}
+  for name in ("PnP-68", "PnP + DAFI(C)", "Online LM"):
+    alpha, pose, ok = np.zeros((n, a)), np.tile([0, 0, 0, 1.0, 0, 0], (n, 1)), np.zeros(n, bool)
+    for i in range(n):
+      if name == "PnP-68":
+        p, al = fitting.pnp_pose(lm3d, obs["y_lm"][i]), None
+      elif name == "PnP + DAFI(C)":
+        det = obs["det_all"][i, sel_C]
+        p, al = fitting.pnp_pose(mean[sel_C][det], obs["y_all"][i, sel_C][det]), None
+      else:
+        p, al = fitting.online_fit(model3d, obs["y_all"][i], obs["det_all"][i], num_id, num_exp)
+      if p is not None and np.all(np.isfinite(p)):
+        pose[i], ok[i] = p, True
+        if al is not None:
+          alpha[i] = al
+    out[name] = (alpha.astype(np.float32), pose.astype(np.float32), ok)
+  return out
+
+
+def run_regressor(config, model3d, stage, params, obs, sel_C, layout_3xN, with_landmarks=True,
+                  batch_size=32):
+  """A trained regressor over a set: (alpha (N, A), pose (N, 6), outputs of the first batch)."""
+  net = fit.regressor(config, model3d, stage)
+  sel, layout = jnp.asarray(sel_C), jnp.asarray(layout_3xN)
+  apply = jax.jit(lambda p, o: net.apply({"params": p}, model3d, sel, layout, o,
+                                         jax.random.PRNGKey(config.seed)))
+  alphas, poses, first = [], [], None
+  n = len(obs["y_all"])
+  for lo in range(0, n, batch_size):
+    sl = slice(lo, min(lo + batch_size, n))
+    batch = {k: obs[k][sl] for k in ("y_all", "det_all")}
+    if with_landmarks and fit.VARIANTS[stage]["fusion"]:
+      batch["y_lm"] = obs["y_lm"][sl]
+      batch["det_lm"] = np.ones(batch["y_lm"].shape[:2], bool)
+    out = apply(params, fit.to_observations(batch, sel))
+    alphas.append(np.asarray(out["alpha"]))
+    poses.append(np.asarray(out["pose"]))
+    if first is None:
+      first = jax.device_get(out)
+  return np.concatenate(alphas), np.concatenate(poses), first
+
+
+def method_results(model3d, obs, alpha, pose, ok, hw, points=None) -> dict:
+  """Per-image NME (NME 1 where the method failed to produce a fit), confidence, flag."""
+  pred = landmarks_px(model3d, alpha, pose, hw)
+  gt = obs["landmarks"]
+  vis = None if points is None else np.isin(np.arange(68), points)[None].repeat(len(gt), 0)
+  nme = np.asarray(metrics.nme(pred, gt, vis, gt))
+  nme = np.where(ok & np.isfinite(nme), nme, 1.0)
+  conf = np.asarray(reprojection_confidence(model3d, jnp.asarray(alpha), jnp.asarray(pose),
+                                            jnp.asarray(obs["y_all"]), jnp.asarray(obs["det_all"])))
+  return {"nme": nme, "confidence": conf, "landmarks_px": pred}
+
+
+def table_row(nme, yaw, failure_nme) -> dict:
+  """Table 2 row: NME (%) per |yaw| bin, mean, std (ddof 0, §2 metrics), failure (%), AUC."""
+  s = metrics.binned_summary(nme, yaw)
+  pct = lambda x: [round(100 * float(v), 2) for v in np.atleast_1d(x)]
+  return {"nme_bins": pct(s["bin_mean"]), "nme_mean": pct(s["mean"])[0],
+          "nme_std": pct(s["std"])[0],
+          "failure": round(100 * float(metrics.failure_rate(nme, nme_threshold=failure_nme)), 2),
+          "auc": round(float(metrics.auc(nme, failure_nme)), 4),
+          "bin_count": [int(c) for c in s["bin_count"]]}
+
+
+def table2_md(title, rows, num_points) -> str:
+  lines = [f"### {title}", "",
+           "| Method | [0°, 30°] | (30°, 60°] | (60°, 90°] | Mean | Std | Failure | AUC |",
+           "|---|---|---|---|---|---|---|---|"]
+  for name, r in rows.items():
+    lines.append(f"| {name} | " + " | ".join(f"{v:.2f}" for v in r["nme_bins"]) +
+                 f" | {r['nme_mean']:.2f} | {r['nme_std']:.2f} | {r['failure']:.2f} | {r['auc']:.3f} |")
+  return "\n".join(lines) + (f"\n\nNME (%) of the {num_points} landmarks, as the paper's Table 2; "
+                             "failure: NME > 10%; AUC of the CED up to 10%.\n")

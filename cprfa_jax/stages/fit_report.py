@@ -1,0 +1,120 @@
+"""evaluate.py's fit section: Table 2 per test set for every method, the ablation, CED curves
+(Fig. 5), the fitted grid (Fig. 6), the CPR channels before and after each round (Fig. 3), and
+per-image results. Files go to the workdir; returns the report dict and its markdown."""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import cv2
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cprfa_jax.geometry import projection
+from cprfa_jax.mm.model import shape
+from cprfa_jax.report import figures
+from cprfa_jax.stages import fit_eval
+
+REGRESSORS = (("CPR(C)", "cpr", True), ("CPR-H", "cpr_h", True), ("CPRFA (CPR-H + CAPU)", "capu", True),
+              ("CPRFA, no landmarks", "capu", False))
+
+
+def _png(path, rgb):
+  cv2.imwrite(path, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+
+def _mesh_px(model3d, alpha, pose, hw):
+  k = model3d.num_id
+  verts = shape(model3d, jnp.asarray(alpha[:k]), jnp.asarray(alpha[k:]))
+  px = projection.to_pixels(projection.project(verts, jnp.asarray(pose)), hw)
+  depth = projection.camera_points(verts, jnp.asarray(pose))[:, 2] * min(hw) / 2
+  facing = projection.front_facing(verts, model3d.triangles_Tx3, jnp.asarray(pose))
+  return np.concatenate([np.asarray(px), np.asarray(depth)[:, None]], 1), np.asarray(facing)
+
+
+def evaluate_set(config, model3d, name, source, observer, trained, sel, workdir, log=print):
+  """trained: {stage: params} of the regressor stages present (capu: round 2 merged in)."""
+  num = min(config.data.num_eval or len(source), len(source))
+  hw = (config.data.image_size,) * 2
+  obs = fit_eval.observe_set(observer, source, num, config.eval.batch_size)
+  points = fit_eval.INNER_51 if "cofw" in name else None
+  sel_c = sel["selected"]
+  fits = fit_eval.baselines(model3d, obs, sel_c)
+  firsts = {}
+  for label, stage, with_lm in REGRESSORS:
+    if stage in trained:
+      a, p, first = fit_eval.run_regressor(config, model3d, stage, trained[stage], obs, sel_c,
+                                           sel["layout"], with_lm, config.eval.batch_size)
+      fits[label] = (a, p, np.ones(num, bool))
+      firsts[label] = first
+  results = {k: fit_eval.method_results(model3d, obs, *v, hw, points) for k, v in fits.items()}
+  rows = {k: fit_eval.table_row(r["nme"], obs["yaw"], config.eval.failure_nme)
+          for k, r in results.items()}
+  npts = 51 if points is not None else 68
+  tag = name.replace(":", "_")
+  md = [fit_eval.table2_md(f"{name} ({num} images)", rows, npts)]
+  best = "CPRFA (CPR-H + CAPU)" if "CPRFA (CPR-H + CAPU)" in results else list(results)[-1]
+  report = {"num_images": num, "num_points": npts, "methods": rows}
+
+  # Confidence: how well the test-time flag predicts real failures of the final method.
+  r = results[best]
+  flag = ~(r["confidence"] <= config.eval.failure_nme) | (
+      obs["det_all"][:, sel_c].mean(1) < 0.1)
+  fail = r["nme"] > config.eval.failure_nme
+  report["flag"] = {"method": best, "flagged": int(flag.sum()), "failures": int(fail.sum()),
+                    "failures_flagged": int((flag & fail).sum())}
+  md.append(f"Failure flag ({best}): {int(flag.sum())} images flagged, {int(fail.sum())} real "
+            f"failures, {int((flag & fail).sum())} of them flagged.\n")
+  with open(os.path.join(workdir, f"per_image_{tag}.csv"), "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["index", "yaw", "detected_selected"] + [f"nme[{k}]" for k in results] +
+               ["confidence", "flagged_failure"])
+    for i in range(num):
+      w.writerow([i, f"{obs['yaw'][i]:.1f}", int(obs["det_all"][i, sel_c].sum())] +
+                 [f"{results[k]['nme'][i]:.5f}" for k in results] +
+                 [f"{r['confidence'][i]:.5f}", int(flag[i])])
+
+  # Fig. 5: CED curves.
+  _png(os.path.join(workdir, f"ced_{tag}.png"),
+       figures.ced_plot({k: v["nme"] for k, v in results.items()}, f"CED, {name} ({npts} pts)",
+                        config.eval.failure_nme))
+  # Fig. 6: DAFI / fitted landmarks + selected vertices / mesh, for the final method.
+  k = len(obs["image"])
+  a, p, _ = fits[best]
+  meshes = [_mesh_px(model3d, a[i], p[i], hw) for i in range(k)]
+  tri = np.asarray(model3d.triangles_Tx3)
+  sel_px = np.stack([np.asarray(projection.to_pixels(projection.project(
+      shape(model3d, jnp.asarray(a[i][:model3d.num_id]), jnp.asarray(a[i][model3d.num_id:]))[sel_c],
+      jnp.asarray(p[i])), hw)) for i in range(k)])
+  grid = figures.fit_grid(
+      obs["image"], obs["dafi"], np.stack([m for m, _ in meshes]), tri,
+      np.stack([figures.triangles_facing(f, tri) for _, f in meshes]),
+      r["landmarks_px"][:k], obs["landmarks"][:k], sel_px, obs["det_all"][:k, sel_c], scale=3,
+      titles=[f"{100 * r['nme'][i]:.1f}%" for i in range(k)])
+  _png(os.path.join(workdir, f"fits_{tag}.png"), grid)
+  # Fig. 3: the second CPR channel group input ([r_x, r_y]) at each stage of both rounds.
+  if best in firsts:
+    panels = []
+    for rnd in ("round1", "round2"):
+      seen = firsts[best].get(rnd, {}).get("seen", {})
+      for q in range(seen["rxy"].shape[0] if "rxy" in seen else 0):
+        panels.append((f"{rnd} q={q + 1} Lam_rxy G-O", np.asarray(seen["rxy"][q, 0])))
+    if panels:
+      _png(os.path.join(workdir, f"cpr_channels_{tag}.png"), figures.cpr_channels(panels))
+  log("\n".join(md))
+  return report, "\n".join(md)
+
+
+def trained_regressors(config, root, params_of) -> dict:
+  """{stage: params} for the regressor stages with a checkpoint; capu includes CPR-H's round 1."""
+  out = {}
+  for stage in ("cpr", "cpr_h", "capu"):
+    if not os.path.isdir(os.path.join(root, stage, "checkpoints")):
+      continue
+    p = params_of(config, root, stage)
+    if stage == "capu":
+      p = {"stages_round1": params_of(config, root, "cpr_h")["stages_round1"], **p}
+    out[stage] = jax.device_get(p)
+  return out

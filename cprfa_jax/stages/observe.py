@@ -1,0 +1,55 @@
+"""From images to what the CPR fit sees (the pipeline's first half): DAFI + mask from the
+HS-U-Net (or a corrupted ground-truth DAFI), the KD-tree vertex lookup of §2.1 for every model
+vertex, and 68 landmarks from the landmark network (or any detector). Host code around jitted
+networks; used by the regressor stages for training and by evaluate.py.
+
+Coordinates: decoding gives pixels; the fit works in normalised image coordinates
+(`geometry.projection.from_pixels`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cprfa_jax import dafi as dafi_lib
+from cprfa_jax.geometry import projection
+
+
+def decode_all(dafi_BxHxWx3, mask_BxHxW, tree, match_dist: float):
+  """Every vertex's decoded pixel position (B, V, 2) and detection flag (B, V)."""
+  all_v = np.arange(tree.n)
+  out = [dafi_lib.decode_dafi_kdtree(d, m, tree, all_v, match_dist)
+         for d, m in zip(dafi_BxHxWx3, mask_BxHxW)]
+  return np.stack([o[0] for o in out]), np.stack([o[1] for o in out])
+
+
+def corrupt_dafi(dafi_BxHxWx3, mask_BxHxW, rng: np.random.Generator, noise: float = 0.004,
+                 max_holes: int = 3):
+  """Ground-truth DAFIs made to look predicted: PNCC noise (misplaced matches) and up to
+  `max_holes` rectangular holes in the mask (missed regions, occluders the U-Net got wrong)."""
+  dafi = np.asarray(dafi_BxHxWx3, np.float32).copy()
+  mask = np.asarray(mask_BxHxW, bool).copy()
+  b, h, w = mask.shape
+  dafi += rng.normal(0, noise, dafi.shape).astype(np.float32)
+  for i in range(b):
+    for _ in range(rng.integers(0, max_holes + 1)):
+      hh, ww = rng.integers(h // 8, h // 2, endpoint=True), rng.integers(w // 8, w // 2, endpoint=True)
+      y, x = rng.integers(0, h - hh + 1), rng.integers(0, w - ww + 1)
+      mask[i, y:y + hh, x:x + ww] = False
+  return np.clip(dafi, 0, 1), mask
+
+
+def observations(dafi_BxHxWx3, mask_BxHxW, landmarks_px_Bx68x2, tree, match_dist, hw,
+                 landmarks_present_B=None):
+  """The arrays of `models.cpr_regressor.Observations` over all vertices (the caller indexes the
+  C selected ones): dict of y_all (B, V, 2), det_all (B, V), y_lm (B, 68, 2), det_lm (B, 68),
+  NumPy, normalised coordinates. landmarks_px None: no landmark source; landmarks_present_B:
+  False drops an example's landmarks (all det_lm False)."""
+  px, det = decode_all(dafi_BxHxWx3, mask_BxHxW, tree, match_dist)
+  out = {"y_all": np.asarray(projection.from_pixels(px, hw), np.float32), "det_all": det}
+  if landmarks_px_Bx68x2 is not None:
+    b = len(landmarks_px_Bx68x2)
+    present = np.ones(b, bool) if landmarks_present_B is None else np.asarray(landmarks_present_B)
+    out["y_lm"] = np.asarray(projection.from_pixels(landmarks_px_Bx68x2, hw), np.float32)
+    out["det_lm"] = np.repeat(present[:, None], 68, axis=1)
+  return out
