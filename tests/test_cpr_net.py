@@ -55,3 +55,13 @@ def test_cross_fusion_exchanges_features_between_branches():
   assert not np.allclose(g1, f1) and not np.allclose(h2, f2)
   # ... and the two branches have their own weights.
   assert {"branch_dafi", "branch_landmarks", "cross_to_dafi", "cross_to_landmarks"} <= set(params["params"])
+
+
+def test_encoder_sees_the_level_of_its_input():
+  """A scale error shifts every Λ_s entry by the same amount: the encoder must tell the
+  difference between a small and a large shift (a normalisation layer would hide it)."""
+  enc = CprEncoder(width=4, features=16)
+  pattern = jnp.asarray(np.random.default_rng(0).random((1, 32, 32, 3)) < 0.5, jnp.float32)
+  params = enc.init(jax.random.PRNGKey(0), pattern)
+  small, large = enc.apply(params, 0.05 * pattern), enc.apply(params, 0.5 * pattern)
+  assert not np.allclose(small, large, rtol=1e-2)

@@ -189,20 +189,3 @@ def test_sharded_step_on_8_simulated_devices_matches_one_device():
                        capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   assert out.stdout.startswith("OK")
-
-
-def test_evaluate_writes_reports(tmp_path, model3d):
-  work, data = tmp_path / "run", tmp_path / "data"
-  dafi.run(tiny_config(num_steps=2, checkpoint_every=2), str(work), model3d, log=lambda s: None)
-  out = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--config", str(ROOT / "configs/tiny.py"),
-                        "--workdir", str(work), f"--config.data.data_dir={data}", "--compare_untrained"],
-                       capture_output=True, text=True, timeout=900, cwd=ROOT)
-  assert out.returncode == 0, out.stderr[-3000:]
-  report = json.loads((work / "report.json").read_text())
-  rows = report["sets"]["synth-aflw"]["trained"]
-  assert set(rows) == {"DAFI", "DAFI all", "DAFI CPR"} and rows["DAFI"]["num_vertices"] == 68
-  assert "untrained" in report["sets"]["synth-aflw"]
-  sel = np.load(work / "selection.npz")
-  assert sel["selected"].shape == (64,) and sel["layout"].shape == (3, 32)
-  assert (work / "report.md").read_text().count("| DAFI") >= 6
-  assert (work / "dafi_examples_synth-aflw.png").stat().st_size > 0

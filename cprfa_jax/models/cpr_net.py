@@ -26,12 +26,14 @@ class CprEncoder(nn.Module):
     # Stride 2 on every other layer: N = 256 ends at 32 x 32 after six layers.
     self.convs = [nn.Conv(self.width * (1 + i // 2), (3, 3),
                           strides=(2, 2) if i % 2 == 0 else (1, 1)) for i in range(NUM_CONV)]
-    self.norms = [nn.GroupNorm(num_groups=min(8, self.width)) for _ in range(NUM_CONV)]
     self.dense = nn.Dense(self.features)
 
   def layers_to_6(self, x):
-    for conv, norm in zip(self.convs, self.norms):
-      x = nn.relu(norm(conv(x)))
+    # No normalisation layers: the information is in the *level* of the CPR differences (a
+    # scale error makes every Λ_s ratio 1/k; GroupNorm would divide that away and leave the
+    # network blind to how large the error is).
+    for conv in self.convs:
+      x = nn.relu(conv(x))
     return x
 
   def head(self, x):

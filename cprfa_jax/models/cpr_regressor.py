@@ -58,8 +58,13 @@ def generated_points(model3d, sel_C, alpha_BxA, pose_Bx6):
 
 
 def group_input(inputs: cpr.CprInputs, group: str):
-  """The Eq. 4 input of a group, channels last: (B, N, N, 3)."""
-  x = {"alpha": inputs.rxy, "rxy": inputs.rxy, "rz": inputs.rz, "s": inputs.s}[group]
+  """The Eq. 4 input of a group, channels last: (B, N, N, 3). The s group reads
+  Λ_s^G / Λ_s^O - 1 on the detected pairs: the same information as the ratio, but a perfect
+  scale and a missing pair both read 0, so "no evidence" and "no error" agree."""
+  if group == "s":
+    x = jnp.where(inputs.s != 0, inputs.s - 1.0, 0.0)
+  else:
+    x = {"alpha": inputs.rxy, "rxy": inputs.rxy, "rz": inputs.rz}[group]
   return jnp.moveaxis(x, 1, -1)
 
 

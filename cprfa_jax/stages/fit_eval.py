@@ -118,24 +118,37 @@ def baselines(model3d, obs, sel_C, num_id=10, num_exp=5) -> dict:
   return out
 
 
+_APPLY = {}
+
+
+def _apply_fn(config, model3d, stage, sel_C, layout_3xN):
+  """One compiled regressor per (stage, settings, model, selection): every set reuses it."""
+  key = (stage, str(config.cpr.to_dict()), id(model3d), np.asarray(sel_C).tobytes())
+  if key not in _APPLY:
+    net = fit.regressor(config, model3d, stage)
+    sel, layout = jnp.asarray(sel_C), jnp.asarray(layout_3xN)
+    _APPLY[key] = jax.jit(lambda p, o: net.apply({"params": p}, model3d, sel, layout, o,
+                                                 jax.random.PRNGKey(config.seed)))
+  return _APPLY[key]
+
+
 def run_regressor(config, model3d, stage, params, obs, sel_C, layout_3xN, with_landmarks=True,
                   batch_size=32):
-  """A trained regressor over a set: (alpha (N, A), pose (N, 6), outputs of the first batch)."""
-  net = fit.regressor(config, model3d, stage)
-  sel, layout = jnp.asarray(sel_C), jnp.asarray(layout_3xN)
-  apply = jax.jit(lambda p, o: net.apply({"params": p}, model3d, sel, layout, o,
-                                         jax.random.PRNGKey(config.seed)))
+  """A trained regressor over a set: (alpha (N, A), pose (N, 6), outputs of the first batch).
+  The last batch is padded to full size so one compilation serves every batch."""
+  apply = _apply_fn(config, model3d, stage, sel_C, layout_3xN)
   alphas, poses, first = [], [], None
   n = len(obs["y_all"])
   for lo in range(0, n, batch_size):
-    sl = slice(lo, min(lo + batch_size, n))
-    batch = {k: obs[k][sl] for k in ("y_all", "det_all")}
+    idx = np.minimum(np.arange(lo, lo + batch_size), n - 1)
+    batch = {k: obs[k][idx] for k in ("y_all", "det_all")}
     if with_landmarks and fit.VARIANTS[stage]["fusion"]:
-      batch["y_lm"] = obs["y_lm"][sl]
+      batch["y_lm"] = obs["y_lm"][idx]
       batch["det_lm"] = np.ones(batch["y_lm"].shape[:2], bool)
-    out = apply(params, fit.to_observations(batch, sel))
-    alphas.append(np.asarray(out["alpha"]))
-    poses.append(np.asarray(out["pose"]))
+    out = apply(params, fit.to_observations(batch, sel_C))
+    m = min(batch_size, n - lo)
+    alphas.append(np.asarray(out["alpha"])[:m])
+    poses.append(np.asarray(out["pose"])[:m])
     if first is None:
       first = jax.device_get(out)
   return np.concatenate(alphas), np.concatenate(poses), first

@@ -1,0 +1,131 @@
+"""The regressor stages (cpr, cpr_h, capu): the loss, training steps that lower it, the frozen
+round 1 under CAPU training, and the observation helpers."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from configs import tiny
+from cprfa_jax import cpr, dafi as dafi_lib
+from cprfa_jax.geometry import projection
+from cprfa_jax.mm import shape, synthetic_model
+from cprfa_jax.models.cpr_regressor import generated_points
+from cprfa_jax.stages import fit, observe
+from cprfa_jax.train import loop
+
+C = 16
+
+
+@functools.lru_cache(maxsize=1)
+def setup():
+  m = synthetic_model(num_vertices=800, num_id=4, num_exp=2)
+  rng = np.random.default_rng(0)
+  left, right = cpr.select_vertices(rng.random(m.num_vertices), np.ones(m.num_vertices),
+                                    np.asarray(m.mean_Vx3)[:, 0], C)
+  sel, layout = cpr.selected_vertices(left, right), cpr.cpr_layout(C)
+  b = 4
+  alpha = rng.normal(0, 1, (b, 6)).astype(np.float32)
+  pose = np.stack([[0.1, 0.4, 0.05, 0.8, 0.05, -0.02], [-0.1, -0.3, 0.0, 0.9, 0.0, 0.03],
+                   [0.2, 0.1, -0.1, 0.7, -0.05, 0.0], [0.0, 0.6, 0.1, 1.0, 0.02, 0.02]]).astype(np.float32)
+  y_all = np.asarray(jax.vmap(lambda a, p: projection.project(shape(m, a[:4], a[4:]), p))(alpha, pose))
+  batch = {"y_all": y_all, "det_all": rng.random((b, m.num_vertices)) < 0.6,
+           "y_lm": y_all[:, np.asarray(m.landmarks_68)] + rng.normal(0, 0.01, (b, 68, 2)).astype(np.float32),
+           "det_lm": np.ones((b, 68), bool), "alpha": alpha, "pose": pose}
+  config = tiny.get_config()
+  config.cpr.max_sampled = 32
+  return m, sel, layout, batch, config
+
+
+def test_fit_loss_is_zero_at_the_truth_and_weights_later_stages_more():
+  m, sel, _, batch, config = setup()
+  pts = jnp.concatenate([jnp.asarray(m.landmarks_68), jnp.asarray(sel)])
+  a, p = jnp.asarray(batch["alpha"]), jnp.asarray(batch["pose"])
+  stack = lambda x: jnp.stack([x] * 3)
+  loss, _ = fit.fit_loss(m, pts, stack(a), stack(p), a, p, 0.1)
+  assert float(loss) < 1e-6
+  off = p.at[:, 4].add(0.1)                          # every point shifted by 0.1 in x
+  first, _ = fit.fit_loss(m, pts, stack(a), jnp.stack([off, p, p]), a, p, 0.0)
+  last, _ = fit.fit_loss(m, pts, stack(a), jnp.stack([p, p, off]), a, p, 0.0)
+  np.testing.assert_allclose(float(first), (1 / 6) * float(jnp.mean(0.1 / p[:, 3])), rtol=1e-4)
+  np.testing.assert_allclose(float(last), 3 * float(first), rtol=1e-4)     # w_q ∝ q
+
+
+def _train(stage, frozen=None, steps=12):
+  m, sel, layout, batch, config = setup()
+  init_fn, loss_fn = fit.stage_fns(config, m, stage, sel, layout, frozen)
+  params = init_fn(jax.random.PRNGKey(0), batch)
+  tx = optax.adam(3e-3)
+  state = loop.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                          rng=jax.random.PRNGKey(1))
+  step = jax.jit(loop.make_train_step(loss_fn, tx))
+  losses = []
+  for _ in range(steps):
+    state, metrics = step(state, batch)
+    losses.append(float(metrics["loss"]))
+  return losses, state.params
+
+
+def test_training_steps_lower_the_loss_round_one():
+  losses, _ = _train("cpr")
+  assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_capu_trains_round_two_only_and_lowers_the_loss():
+  m, sel, layout, batch, config = setup()
+  init_h, _ = fit.stage_fns(config, m, "cpr_h", sel, layout)
+  frozen = init_h(jax.random.PRNGKey(5), batch)["stages_round1"]
+  losses, params = _train("capu", frozen)
+  assert set(params) == {"stages_round2"}      # round 1 is not a trained parameter
+  assert losses[-1] < losses[0], losses
+
+
+def test_corrupt_dafi_only_removes_pixels_and_stays_a_pncc_image():
+  rng = np.random.default_rng(0)
+  d = rng.random((3, 32, 32, 3)).astype(np.float32)
+  mask = rng.random((3, 32, 32)) < 0.7
+  cd, cm = observe.corrupt_dafi(d, mask, np.random.default_rng(1), max_holes=3)
+  assert cd.shape == d.shape and cm.shape == mask.shape
+  assert not np.any(cm & ~mask)                # no new face pixels
+  assert cm.sum() < mask.sum()                 # holes
+  assert 0 <= cd.min() and cd.max() <= 1
+  assert 0 < np.abs(cd - d).mean() < 0.01
+
+
+def test_observations_of_a_painted_pncc_image_are_the_true_projections():
+  m = synthetic_model(num_vertices=800, num_id=4, num_exp=2)
+  hw = (32, 32)
+  tree = dafi_lib.build_pncc_tree(m.pncc_Vx3)
+  # Paint three vertices' PNCC colours at known pixels.
+  d = np.zeros((1, 32, 32, 3), np.float32)
+  mask = np.zeros((1, 32, 32), bool)
+  px = {5: (3, 4), 77: (20, 11), 300: (31, 0)}
+  for v, (x, y) in px.items():
+    d[0, y, x] = np.asarray(m.pncc_Vx3)[v]
+    mask[0, y, x] = True
+  lm = np.full((1, 68, 2), 15.5, np.float32)
+  obs = observe.observations(d, mask, lm, tree, 0.01, hw, np.array([False]))
+  assert obs["det_all"].sum() == 3 and not obs["det_lm"].any()
+  for v, (x, y) in px.items():
+    np.testing.assert_allclose(projection.to_pixels(obs["y_all"][0, v], hw), (x, y), atol=1e-5)
+  np.testing.assert_allclose(obs["y_lm"][0, 0], projection.from_pixels(np.array([15.5, 15.5]), hw))
+
+
+def test_bad_regressor_config_is_named():
+  import pytest
+  c = ml_collections.ConfigDict(tiny.get_config().to_dict())
+  c.cpr.dafi_source = "gt"
+  with pytest.raises(ValueError, match="cpr.dafi_source"):
+    fit.validate(c, "cpr")
+  c.cpr.dafi_source, c.cpr.kappa = "unet", 0.0
+  with pytest.raises(ValueError, match="cpr.kappa"):
+    fit.validate(c, "cpr")
+
+
+def test_generated_points_of_the_truth_are_the_observations():
+  m, sel, _, batch, _ = setup()
+  y = generated_points(m, sel, jnp.asarray(batch["alpha"]), jnp.asarray(batch["pose"]))
+  np.testing.assert_allclose(y, batch["y_all"][:, sel], atol=1e-5)
