@@ -91,7 +91,7 @@ def build(config, model3d, workdir, batch):
     return net_c.apply({"params": p}, model3d, sel_j, layout_j, obs, key)
 
   obs0 = observe.observations(*true, np.zeros((batch, 68, 2), np.float32), tree,
-                              config.eval.match_dist, hw)
+                              config.cpr.match_dist, hw)
   o = fit.to_observations(obs0, sel)
   if pc is None:
     pc = net_c.init(jax.random.PRNGKey(2), model3d, sel_j, layout_j, o, key)["params"]
@@ -111,7 +111,7 @@ def time_stages(b, jit: bool, repeats: int):
     t = {}
     t["unet"] = median_time(lambda: block(f["unet"](b["pu"], b["x"])), repeats)
     t["decode"] = median_time(lambda: observe.observations(
-        dafi_np, mask_np, lm, b["tree"], b["config"].eval.match_dist, b["hw"]), repeats)
+        dafi_np, mask_np, lm, b["tree"], b["config"].cpr.match_dist, b["hw"]), repeats)
     t["landmarks"] = median_time(lambda: block(f["landmarks"](b["pl"], b["x"])), repeats)
     obs = b["obs"]._replace(y_lm=jnp.zeros((len(lm), 68, 2)), det_lm=jnp.ones((len(lm), 68), bool))
     t["round1"] = median_time(lambda: block(f["round1"](b["pc"], obs)), repeats)

@@ -51,6 +51,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.cpr.kappa = 0.1                # §3.2: κ of the detected vertices for Eq. 6's errors
   c.cpr.max_sampled = 256          # static bound on κ · #detected (jit shapes)
   c.cpr.num_path = 5               # M of Eq. 6
+  c.cpr.match_dist = 0.01         # DAFI decoding for the fit (Table 1 keeps eval.match_dist)
   c.cpr.dafi_source = "unet"       # unet: the trained HS-U-Net | corrupted_gt: noisy true DAFIs
   c.cpr.landmark_dropout = 0.1    # fused stages: drop an example's landmarks (runs without them)
   c.cpr.param_weight = 0.1         # loss = vertex reprojection + param_weight * parameter error

@@ -97,7 +97,7 @@ class Observer:
       d, m = self.dafi(batch["image"])
     lm = self.landmarks(batch["image"])
     present = rng.random(len(d)) >= self.dropout
-    return observe.observations(d, m, lm, self.tree, self.config.eval.match_dist, self.hw, present)
+    return observe.observations(d, m, lm, self.tree, self.config.cpr.match_dist, self.hw, present)
 
 
 def run_stage(config, root, stage, model3d, log=print):

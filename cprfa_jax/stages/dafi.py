@@ -52,9 +52,10 @@ class _RecordStream:
   """Batches from a persisted data set (e.g. 300W-LP): a fresh permutation per epoch from the
   seed, so batch k is the same whatever step a run resumed at."""
 
-  def __init__(self, source, batch_size, seed, start_batch, augment_ranges, offset):
+  def __init__(self, source, batch_size, seed, start_batch, augment_ranges, offset, keys=KEYS):
     self.source, self.b, self.seed = source, batch_size, seed
     self.k, self.aug, self.offset = start_batch, augment_ranges, offset
+    self.keys = keys   # what the stage stacks (other stages reuse this stream)
 
   def __iter__(self):
     return self
@@ -72,7 +73,7 @@ class _RecordStream:
     if self.aug:
       exs = augment.augment_batch(exs, np.random.default_rng([self.seed, self.k, self.offset]))
     self.k += 1
-    return {key: np.stack([e[key] for e in exs]) for key in KEYS}
+    return {key: np.stack([e[key] for e in exs]) for key in self.keys}
 
 
 def train_batches(config, model3d):

@@ -45,7 +45,7 @@ def observe_set(observer, source, num: int, batch_size: int, keep_pictures: int 
     batch = {k: np.stack([e[k] for e in exs]) for k in exs[0]}
     d, m = observer.dafi(batch["image"])
     lm = observer.landmarks(batch["image"])
-    obs = observe.observations(d, m, lm, observer.tree, observer.config.eval.match_dist,
+    obs = observe.observations(d, m, lm, observer.tree, observer.config.cpr.match_dist,
                                observer.hw)
     for k in ("y_all", "det_all", "y_lm"):
       out[k].append(obs[k])

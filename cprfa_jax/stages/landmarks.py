@@ -1,0 +1,102 @@
+"""Stage 2 (§2.5): train the 68-landmark heatmap network whose landmarks CPR-H fuses.
+
+The paper takes its landmarks from FAN-3D; we train our own small heatmap network
+(`models.landmark_net`) on the same data as the HS-U-Net. Like `stages.dafi`, the stage gives
+the shared loop (`train.loop`) an init function, a loss and a batch source; `predictor` is what
+the later stages call.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+
+from cprfa_jax.data import datasets, tfds_io
+from cprfa_jax.models.landmark_net import STRIDE, LandmarkNet, landmark_loss, soft_argmax
+from cprfa_jax.stages.dafi import _host_slice, _RecordStream, preprocess
+from cprfa_jax.train import loop
+
+KEYS = ("image", "landmarks")
+
+
+def validate(config) -> None:
+  """Config errors a user can fix, named by their flag, before anything expensive runs."""
+  widths = tuple(config.lmnet.widths)
+  size = config.data.image_size
+  if len(widths) < 2:
+    raise ValueError(f"--config.lmnet.widths={widths}: need at least 2 levels (heatmaps at 1/2)")
+  if any(w >= 8 and w % 8 for w in widths):
+    # ConvBlock's GroupNorm uses min(8, width) groups.
+    raise ValueError(f"--config.lmnet.widths={widths}: widths of 8 or more must be multiples of 8")
+  if size % 2 ** (len(widths) - 1):
+    raise ValueError(f"--config.data.image_size={size} must be divisible by "
+                     f"{2 ** (len(widths) - 1)} for {len(widths)} levels of --config.lmnet.widths")
+  if not config.lmnet.sigma > 0:
+    raise ValueError(f"--config.lmnet.sigma={config.lmnet.sigma} must be > 0 (heatmap cells)")
+  if not config.optim.lr_end <= config.optim.lr:
+    raise ValueError(f"--config.lmnet.optim.lr_end={config.optim.lr_end} must not exceed "
+                     f"--config.lmnet.optim.lr={config.optim.lr}")
+  if not (config.data.train == "synthetic" or config.data.train.startswith("tfds:")):
+    raise ValueError(f"--config.data.train={config.data.train!r}: use 'synthetic' or 'tfds:NAME'")
+
+
+def network(config) -> LandmarkNet:
+  return LandmarkNet(tuple(config.lmnet.widths))
+
+
+def train_batches(config, model3d):
+  """batches(start_step) -> iterator of host batches for steps start+1, ... (see loop.train)."""
+  b, offset = _host_slice(config.train.batch_size)
+
+  def batches(start):
+    if config.data.train == "synthetic":
+      return datasets.TrainStream(model3d, b, config.data.image_size, start_batch=start,
+                                  host=(offset, jax.process_count()), keys=KEYS)
+    name = config.data.train.split(":", 1)[1]
+    source = tfds_io.read_dataset(name, config.data.data_dir, split="train")
+    return _RecordStream(source, b, config.seed, start, config.data.augment, offset, keys=KEYS)
+
+  return batches
+
+
+def stage_fns(config):
+  """(init_fn, loss_fn) of this stage for `train.loop.train`."""
+  net = network(config)
+  sigma = float(config.lmnet.sigma)
+
+  def init_fn(rng, batch):
+    return net.init(rng, preprocess(batch["image"][:1]))["params"]
+
+  def loss_fn(params, batch, rng):
+    del rng  # no dropout
+    logits = net.apply({"params": params}, preprocess(batch["image"]))
+    return landmark_loss(logits, batch["landmarks"], sigma, STRIDE)
+
+  return init_fn, loss_fn
+
+
+def run(config, workdir: str, model3d, log=print, batches=None):
+  """Trains the landmark network; returns the final TrainState. `batches` overrides the data
+  source (tests use it to interrupt a run)."""
+  validate(config)
+  init_fn, loss_fn = stage_fns(config)
+  return loop.train(config, workdir, init_fn, loss_fn,
+                    batches or train_batches(config, model3d), log=log)
+
+
+def predictor(config):
+  """jitted (params, images uint8 (B, H, W, 3)) -> (landmarks px (B, 68, 2), confidence
+  (B, 68)), one per network shape, so every set and every parameter set reuses one compilation."""
+  return _predictor(tuple(config.lmnet.widths))
+
+
+@functools.lru_cache(maxsize=8)
+def _predictor(widths):
+  net = LandmarkNet(widths)
+
+  @jax.jit
+  def predict(params, images):
+    return soft_argmax(net.apply({"params": params}, preprocess(images)), STRIDE)
+
+  return predict
