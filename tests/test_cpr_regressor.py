@@ -152,3 +152,11 @@ def test_fusion_updates_add_the_two_branches():
   p["params"]["stages_round1"]["rnn_lm_s"]["out"]["bias"] = (
       p["params"]["stages_round1"]["rnn_lm_s"]["out"]["bias"] + 0.05)
   np.testing.assert_allclose(run(p)[0, :, 3] - base[0, :, 3], 0.05, atol=1e-5)
+
+
+def test_vmap_over_examples_equals_the_batched_fit():
+  """Examples do not interact: the fit of a batch is the fit of each example, vmapped."""
+  m, sel, layout, y_obs, det, net, params = setup()
+  batched = jax.jit(lambda y, d: net.apply(params, m, sel, layout, Observations(y, d))["pose"])
+  one = lambda y, d: net.apply(params, m, sel, layout, Observations(y[None], d[None]))["pose"][0]
+  np.testing.assert_allclose(jax.jit(jax.vmap(one))(y_obs, det), batched(y_obs, det), atol=1e-5)

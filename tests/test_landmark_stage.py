@@ -7,7 +7,8 @@ import chex
 import jax
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from configs import tiny
 from cprfa_jax import mm
@@ -20,6 +21,11 @@ def tiny_config(**train):
   c = common.stage_config(tiny.get_config(), "landmarks")
   c.train.update(train)
   return c
+
+
+def _metrics(workdir):
+  with open(workdir / "metrics.jsonl") as f:
+    return [json.loads(line) for line in f]
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +134,7 @@ def test_a_few_steps_lower_the_loss(tmp_path, model3d):
       yield batch
 
   loop.train(config, str(tmp_path), init_fn, loss_fn, same_batch, log=lambda s: None)
-  rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  rows = _metrics(tmp_path)
   losses = [r["loss"] for r in rows]
   assert len(losses) == 20 and np.all(np.isfinite(losses))
   assert np.mean(losses[-3:]) < 0.7 * losses[0]
@@ -144,7 +150,7 @@ def test_run_then_resume_to_more_steps(tmp_path, model3d):
   state = landmarks.run(tiny_config(num_steps=4, checkpoint_every=2), str(tmp_path), model3d,
                         log=logs.append)
   assert logs[0].startswith("resumed from step 2") and int(state.step) == 4
-  steps = [json.loads(l)["step"] for l in open(tmp_path / "metrics.jsonl")]
+  steps = [r["step"] for r in _metrics(tmp_path)]
   assert steps[-2:] == [2, 4]   # the resumed run logged step 4 only: it did not redo 1-2
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(state.params))
 

@@ -4,8 +4,12 @@ A small U-Net (the HS-U-Net's `ConvBlock`) whose decoder stops at 1/2 resolution
 logit map per landmark. Each map is a spatial softmax; its expectation (soft-argmax) is the
 landmark, so the output is sub-pixel and differentiable, and a landmark hidden by the face or an
 occluder is still predicted (it is labelled, as FAN-3D's are). The loss pairs a KL divergence to
-a Gaussian around the true landmark (a dense, fast-to-learn signal) with an L1 on the
-soft-argmax coordinates (what the pipeline consumes).
+a Gaussian around the true landmark (a dense signal for every cell) with an L1 on the
+soft-argmax coordinates (what the pipeline consumes, and what the KL alone does not make
+unbiased: a diffuse map's tails pull its mean inwards).
+
+An expectation over the grid stays inside it: a landmark outside the image (the crops frame the
+landmark box at about half the image side, so this is rare) is predicted at the nearest border.
 
 Coordinates are the data set's: input-image pixels, x right, y down, 0-based pixel centres.
 Output cell j at stride s covers input pixels s*j .. s*j + s - 1, so its centre is at
@@ -14,7 +18,7 @@ s*j + (s - 1) / 2.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -24,7 +28,7 @@ from cprfa_jax.models.hs_unet import ConvBlock
 
 NUM_LANDMARKS = 68
 STRIDE = 2                      # heatmaps at 1/2 of the input: soft-argmax recovers sub-pixels
-COORD_WEIGHT = 10.0             # L1 (a fraction of the image side) against the KL term (nats)
+COORD_WEIGHT = 50.0             # L1 (fraction of the image side) vs KL (nats); 50 beat 10
 CONFIDENCE_RADIUS = 2.0         # heatmap cells around the estimate whose mass is the confidence
 
 

@@ -13,7 +13,8 @@ import functools
 import jax
 
 from cprfa_jax.data import datasets, tfds_io
-from cprfa_jax.models.landmark_net import STRIDE, LandmarkNet, landmark_loss, soft_argmax
+from cprfa_jax.models import landmark_net
+from cprfa_jax.models.landmark_net import STRIDE, LandmarkNet
 from cprfa_jax.stages.dafi import _host_slice, _RecordStream, preprocess
 from cprfa_jax.train import loop
 
@@ -71,7 +72,7 @@ def stage_fns(config):
   def loss_fn(params, batch, rng):
     del rng  # no dropout
     logits = net.apply({"params": params}, preprocess(batch["image"]))
-    return landmark_loss(logits, batch["landmarks"], sigma, STRIDE)
+    return landmark_net.landmark_loss(logits, batch["landmarks"], sigma, STRIDE)
 
   return init_fn, loss_fn
 
@@ -97,6 +98,6 @@ def _predictor(widths):
 
   @jax.jit
   def predict(params, images):
-    return soft_argmax(net.apply({"params": params}, preprocess(images)), STRIDE)
+    return landmark_net.soft_argmax(net.apply({"params": params}, preprocess(images)), STRIDE)
 
   return predict
