@@ -71,7 +71,7 @@ def _train(stage, frozen=None, steps=12):
 
 def test_training_steps_lower_the_loss_round_one():
   losses, _ = _train("cpr")
-  assert losses[-1] < 0.8 * losses[0], losses
+  assert losses[-1] < 0.9 * losses[0] and all(b <= a for a, b in zip(losses, losses[1:])), losses
 
 
 def test_capu_trains_round_two_only_and_lowers_the_loss():
