@@ -76,18 +76,19 @@ class _RecordStream:
     return {key: np.stack([e[key] for e in exs]) for key in self.keys}
 
 
-def train_batches(config, model3d):
-  """batches(start_step) -> iterator of host batches for steps start+1, ... (see loop.train)."""
+def train_batches(config, model3d, keys=KEYS):
+  """batches(start_step) -> iterator of host batches for steps start+1, ... (see loop.train),
+  stacking `keys` (each image stage passes its own)."""
   b, offset = _host_slice(config.train.batch_size)
 
   def batches(start):
     if config.data.train == "synthetic":
       # Only the keys this stage uses are stacked and cross to the device.
       return datasets.TrainStream(model3d, b, config.data.image_size, start_batch=start,
-                                  host=(offset, jax.process_count()), keys=KEYS)
+                                  host=(offset, jax.process_count()), keys=keys)
     name = config.data.train.split(":", 1)[1]
     source = tfds_io.read_dataset(name, config.data.data_dir, split="train")
-    return _RecordStream(source, b, config.seed, start, config.data.augment, offset)
+    return _RecordStream(source, b, config.seed, start, config.data.augment, offset, keys=keys)
 
   return batches
 

@@ -12,10 +12,10 @@ import functools
 
 import jax
 
-from cprfa_jax.data import datasets, tfds_io
 from cprfa_jax.models import landmark_net
 from cprfa_jax.models.landmark_net import STRIDE, LandmarkNet
-from cprfa_jax.stages.dafi import _host_slice, _RecordStream, preprocess
+from cprfa_jax.stages import dafi
+from cprfa_jax.stages.dafi import preprocess
 from cprfa_jax.train import loop
 
 KEYS = ("image", "landmarks")
@@ -47,18 +47,8 @@ def network(config) -> LandmarkNet:
 
 
 def train_batches(config, model3d):
-  """batches(start_step) -> iterator of host batches for steps start+1, ... (see loop.train)."""
-  b, offset = _host_slice(config.train.batch_size)
-
-  def batches(start):
-    if config.data.train == "synthetic":
-      return datasets.TrainStream(model3d, b, config.data.image_size, start_batch=start,
-                                  host=(offset, jax.process_count()), keys=KEYS)
-    name = config.data.train.split(":", 1)[1]
-    source = tfds_io.read_dataset(name, config.data.data_dir, split="train")
-    return _RecordStream(source, b, config.seed, start, config.data.augment, offset, keys=KEYS)
-
-  return batches
+  """The U-Net stage's batch source (synthetic stream or a tfds set), stacking image and landmarks."""
+  return dafi.train_batches(config, model3d, keys=KEYS)
 
 
 def stage_fns(config):
