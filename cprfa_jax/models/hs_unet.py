@@ -28,6 +28,17 @@ class ConvBlock(nn.Module):
     return x
 
 
+def encoder(widths, x):
+  """The U-Net's contracting path, called inside a parent's compact __call__ (its ConvBlocks
+  are the parent's submodules): (bottleneck features, skips shallowest first)."""
+  skips = []
+  for w in widths[:-1]:
+    x = ConvBlock(w)(x)
+    skips.append(x)
+    x = nn.max_pool(x, (2, 2), (2, 2))
+  return ConvBlock(widths[-1])(x), skips
+
+
 class HSUNet(nn.Module):
   """widths: channels per level, shallowest first; len(widths) - 1 down-samplings (>= 2)."""
   widths: Sequence[int] = (16, 32, 64, 128)
@@ -37,13 +48,7 @@ class HSUNet(nn.Module):
     if len(self.widths) < 3:
       raise ValueError(f"HS-U-Net needs at least 3 levels for its 1/4, 1/2, 1/1 outputs, got "
                        f"widths={tuple(self.widths)}")
-    x = image_BxHxWx3
-    skips = []
-    for w in self.widths[:-1]:
-      x = ConvBlock(w)(x)
-      skips.append(x)
-      x = nn.max_pool(x, (2, 2), (2, 2))
-    x = ConvBlock(self.widths[-1])(x)
+    x, skips = encoder(self.widths, image_BxHxWx3)
     outputs = []
 
     def head(x):

@@ -24,7 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cprfa_jax.models.hs_unet import ConvBlock
+from cprfa_jax.models.hs_unet import ConvBlock, encoder
 
 NUM_LANDMARKS = 68
 STRIDE = 2                      # heatmaps at 1/2 of the input: soft-argmax recovers sub-pixels
@@ -42,13 +42,7 @@ class LandmarkNet(nn.Module):
     if len(self.widths) < 2:
       raise ValueError(f"LandmarkNet needs at least 2 levels for its 1/2-resolution output, "
                        f"got widths={tuple(self.widths)}")
-    x = image_BxHxWx3
-    skips = []
-    for w in self.widths[:-1]:
-      x = ConvBlock(w)(x)
-      skips.append(x)
-      x = nn.max_pool(x, (2, 2), (2, 2))
-    x = ConvBlock(self.widths[-1])(x)
+    x, skips = encoder(self.widths, image_BxHxWx3)
     # Up to 1/2 only: the full-resolution skip is not merged back (heatmaps are at stride 2).
     for w, skip in zip(reversed(self.widths[1:-1]), reversed(skips[1:])):
       x = nn.ConvTranspose(w, (2, 2), strides=(2, 2))(x)

@@ -85,9 +85,7 @@ def evaluate_set(config, model3d, name, source, observer, trained, sel, workdir,
   a, p, _ = fits[best]
   meshes = [_mesh_px(model3d, a[i], p[i], hw) for i in range(k)]
   tri = np.asarray(model3d.triangles_Tx3)
-  sel_px = np.stack([np.asarray(projection.to_pixels(projection.project(
-      shape(model3d, jnp.asarray(a[i][:model3d.num_id]), jnp.asarray(a[i][model3d.num_id:]))[sel_c],
-      jnp.asarray(p[i])), hw)) for i in range(k)])
+  sel_px = np.stack([m[sel_c, :2] for m, _ in meshes])     # the mesh's own selected vertices
   grid = figures.fit_grid(
       obs["image"], obs["dafi"], np.stack([m for m, _ in meshes]), tri,
       np.stack([figures.triangles_facing(f, tri) for _, f in meshes]),
