@@ -4,9 +4,11 @@ import ml_collections
 
 
 def _schedule(lr, lr_end, batch_size, num_steps, log_every, checkpoint_every):
+  # on_nonfinite: "stop" at a NaN/Inf loss or gradient, or "rewind" to the last checkpoint,
+  # skip the batch that caused it and go on (at most max_rewinds times; train/loop.py).
   train = ml_collections.ConfigDict(dict(batch_size=batch_size, num_steps=num_steps,
                                          log_every=log_every, checkpoint_every=checkpoint_every,
-                                         keep_checkpoints=3))
+                                         keep_checkpoints=3, on_nonfinite="stop", max_rewinds=3))
   optim = ml_collections.ConfigDict(dict(lr=lr, lr_end=lr_end, grad_clip=1.0))
   return train, optim
 

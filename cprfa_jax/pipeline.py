@@ -20,8 +20,8 @@ import numpy as np
 
 from cprfa_jax.data import datasets
 from cprfa_jax.stages import dafi, dafi_eval, fit, landmarks, observe
-from cprfa_jax.stages.common import stage_config, stage_dir
-from cprfa_jax.train import checkpoint
+from cprfa_jax.stages.common import stage_config, stage_flag, stage_dir
+from cprfa_jax.train import checkpoint, loop
 
 ORDER = ("dafi", "landmarks", "cpr", "cpr_h", "capu")
 NEEDS = {"cpr": ("dafi",), "cpr_h": ("dafi", "landmarks"), "capu": ("dafi", "landmarks", "cpr_h")}
@@ -100,7 +100,20 @@ class Observer:
     return observe.observations(d, m, lm, self.tree, self.config.cpr.match_dist, self.hw, present)
 
 
-def run_stage(config, root, stage, model3d, log=print):
+def run_stage(config, root, stage, model3d, log=print, config_file="CONFIG"):
+  try:
+    _run_stage(config, root, stage, model3d, log)
+  except loop.NonFiniteLossError as e:
+    # Name the flag that sets *this* stage's rate and a command that resumes this stage alone.
+    lr = stage_config(config, stage).optim.lr
+    raise loop.NonFiniteLossError(
+        f"stage {stage}: {e} To resume it alone with a lower learning rate: python train.py "
+        f"--config {config_file} --workdir {root} --config.stages='(\"{stage}\",)' "
+        f"{stage_flag(stage, 'optim.lr')}={lr / 10:g} (or {stage_flag(stage, 'train.on_nonfinite')}"
+        "=rewind to skip the batch)") from e
+
+
+def _run_stage(config, root, stage, model3d, log=print):
   view = stage_config(config, stage)
   sdir = stage_dir(root, stage)
   for dep in NEEDS.get(stage, ()):
@@ -122,7 +135,8 @@ def run_stage(config, root, stage, model3d, log=print):
     fit.run(view, sdir, model3d, stage, sel["selected"], sel["layout"], observer, frozen, log=log)
 
 
-def run(config, root, model3d, log=print):
+def run(config, root, model3d, log=print, config_file="CONFIG"):
+  """Trains `config.stages` in order; `config_file` only names the config in error messages."""
   check_stages(config.stages)
   for stage in config.stages:
-    run_stage(config, root, stage, model3d, log)
+    run_stage(config, root, stage, model3d, log, config_file)

@@ -6,6 +6,11 @@ U-Net stage reads the top-level `train` / `optim`; every later stage has its own
 whose `train` / `optim` are the stage's and which holds only what the stage's parameters depend
 on, so a stage's checkpoint is refused only when something that matters to *that* stage
 changed (editing the regressor settings does not orphan the U-Net).
+
+Within that view, only the keys of `IDENTITY` (the stage's and its dependencies') are refused on
+resume: they change what the parameters mean (the model, network sizes, C and the layout, q).
+Schedules, learning rates, logging and the training data may change; the loop records every such
+change in the stage's `history.jsonl`.
 """
 
 from __future__ import annotations
@@ -19,11 +24,28 @@ import ml_collections
 STAGE_BLOCKS = {
     "dafi": (None, ("unet",)),
     "landmarks": ("lmnet", ("lmnet",)),
-    "cpr": ("cpr", ("cpr",)),          # CPR(C): DAFI CPR, round 1 (§3.4's CPR(512))
-    "cpr_h": ("cpr", ("cpr",)),        # CPR-H: + 68-landmark CPR fusion (§2.5)
-    "capu": ("cpr", ("cpr",)),         # CPR-H + CAPU = CPRFA: round 2 on the frozen CPR-H (§2.4)
+    "cpr": ("cpr", ("unet", "cpr")),             # CPR(C): DAFI CPR, round 1 (§3.4's CPR(512))
+    "cpr_h": ("cpr", ("unet", "lmnet", "cpr")),  # CPR-H: + 68-landmark CPR fusion (§2.5)
+    "capu": ("cpr", ("unet", "lmnet", "cpr")),   # CPR-H + CAPU = CPRFA: round 2 on frozen CPR-H
 }
 PIPELINE_BLOCKS = ("unet", "lmnet", "cpr")
+
+# Keys whose change makes a stage's checkpoint mean something else (`train.checkpoint`). The
+# regressors read the U-Net's DAFIs through the selected vertices (C) and, when fused, the
+# landmark network's points, so their identity includes those stages'.
+_OWN = {
+    "dafi": ("model", "data.image_size", "unet.widths"),
+    "landmarks": ("model", "data.image_size", "lmnet.widths", "lmnet.sigma"),
+    "cpr": ("cpr.num_stages", "cpr.width", "cpr.features", "cpr.hidden", "cpr.num_path",
+            "eval.num_selected"),
+}
+IDENTITY = {
+    "dafi": _OWN["dafi"],
+    "landmarks": _OWN["landmarks"],
+    "cpr": _OWN["dafi"] + _OWN["cpr"],
+    "cpr_h": _OWN["dafi"] + _OWN["landmarks"][2:] + _OWN["cpr"],
+    "capu": _OWN["dafi"] + _OWN["landmarks"][2:] + _OWN["cpr"],
+}
 
 
 def stage_config(config, stage: str) -> ml_collections.ConfigDict:
@@ -41,7 +63,15 @@ def stage_config(config, stage: str) -> ml_collections.ConfigDict:
   if "stages" in c:
     del c["stages"]
   c.stage = stage
+  c.identity_keys = ("stage",) + IDENTITY[stage]
   return c
+
+
+def stage_flag(stage: str, key: str) -> str:
+  """The command-line flag of a stage's `train` / `optim` key: ("capu", "optim.lr") ->
+  "--config.cpr.optim.lr" (the U-Net's are top level)."""
+  block = STAGE_BLOCKS[stage][0]
+  return f"--config.{block}.{key}" if block else f"--config.{key}"
 
 
 def stage_dir(workdir: str, stage: str) -> str:

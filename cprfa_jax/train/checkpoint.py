@@ -14,11 +14,12 @@ import os
 
 import orbax.checkpoint as ocp
 
-# Keys that may differ between the run that saved and the run that resumes: they change how
-# long or how loudly a run goes, not what the parameters mean.
-RESUMABLE_KEYS = ("train.num_steps", "train.log_every", "train.checkpoint_every",
-                  "train.keep_checkpoints", "eval", "data.data_dir", "data.eval_sets",
-                  "data.num_eval", "data.num_reference", "distributed")
+# What may differ between the run that saved and the run that resumes, when the config does not
+# name its `identity_keys`: any key under a `train` or `optim` block (of any stage: how long,
+# how fast or how loudly a run goes) and these, which never touch the parameters.
+SCHEDULE_BLOCKS = ("train", "optim")
+RESUMABLE_KEYS = ("eval", "data.data_dir", "data.eval_sets", "data.num_eval",
+                  "data.num_reference", "distributed", "identity_keys")
 
 
 class ConfigMismatchError(ValueError):
@@ -50,25 +51,51 @@ def _flatten(d, prefix=""):
   return out
 
 
-def config_differences(saved: dict, current: dict) -> list[str]:
-  """Dotted keys whose values differ, ignoring `RESUMABLE_KEYS` (and their children). Both
-  sides go through JSON first, so a tuple and the list it was saved as compare equal."""
+def _under(key: str, prefixes) -> bool:
+  return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def _is_identity(key: str, identity) -> bool:
+  """Whether a difference in `key` changes what the checkpoint's parameters mean."""
+  if identity is not None:
+    return _under(key, identity)
+  return not (_under(key, RESUMABLE_KEYS) or any(s in SCHEDULE_BLOCKS for s in key.split(".")))
+
+
+def config_changes(saved: dict, current: dict):
+  """(refused, changed): dotted keys whose values differ, split into those that change what the
+  parameters mean (refused on restore) and the rest (allowed, recorded in the history).
+
+  With `current["identity_keys"]` (a stage's config, `stages.common.stage_config`) only keys
+  under those prefixes are refused; without it every key but the schedule and evaluation ones.
+  A key the saved config does not have (written by older code) is a change, not a refusal.
+  Both sides go through JSON first, so a tuple and the list it was saved as compare equal."""
   a, b = (_flatten(json.loads(json.dumps(d))) for d in (saved, current))
-  skip = lambda k: any(k == r or k.startswith(r + ".") for r in RESUMABLE_KEYS)
-  return sorted(k for k in set(a) | set(b) if not skip(k) and a.get(k) != b.get(k))
+  identity = current.get("identity_keys")
+  diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k != "identity_keys")
+  refused = [k for k in diff if k in a and _is_identity(k, identity)]
+  changed = {k: [a.get(k), b.get(k)] for k in diff if k not in refused}
+  return refused, changed
 
 
-def _check_config(mngr: ocp.CheckpointManager, step: int, config: dict) -> None:
+def config_differences(saved: dict, current: dict) -> list[str]:
+  """The keys `config_changes` refuses."""
+  return config_changes(saved, current)[0]
+
+
+def _check_config(mngr: ocp.CheckpointManager, step: int, config: dict) -> dict:
   """Raises ConfigMismatchError naming the keys (and values) in which the checkpoint's config
-  differs from `config`."""
+  differs from `config` in a way that changes the parameters' meaning; returns the allowed
+  changes {key: [saved, now]}."""
   saved = mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
-  diff = config_differences(saved, config)
-  if diff:
+  refused, changed = config_changes(saved, config)
+  if refused:
     a, b = (_flatten(json.loads(json.dumps(d))) for d in (saved, config))
-    details = ", ".join(f"{k}: saved {a.get(k)!r} vs now {b.get(k)!r}" for k in diff[:8])
+    details = ", ".join(f"{k}: saved {a.get(k)!r} vs now {b.get(k)!r}" for k in refused[:8])
     raise ConfigMismatchError(
         f"{mngr.directory} holds a checkpoint (step {step}) from another configuration "
         f"({details}). Use a new --workdir, or the config it was trained with.")
+  return changed
 
 
 def restore_latest(mngr: ocp.CheckpointManager, abstract_state, config: dict):
@@ -77,12 +104,16 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state, config: dict):
   `abstract_state` (e.g. `jax.eval_shape` of the init, with shardings) tells orbax the target
   structure, dtypes and shardings. Raises ConfigMismatchError if the saved config differs.
   """
-  step = mngr.latest_step()
+  return restore_step(mngr, mngr.latest_step(), abstract_state, config)[:2]
+
+
+def restore_step(mngr: ocp.CheckpointManager, step, abstract_state, config: dict):
+  """(state, step, allowed config changes) of checkpoint `step`, or (None, 0, {}) for None."""
   if step is None:
-    return None, 0
-  _check_config(mngr, step, config)
+    return None, 0, {}
+  changed = _check_config(mngr, step, config)
   restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
-  return restored["state"], step
+  return restored["state"], step, changed
 
 
 def restore_params(workdir: str, config: dict, step: int | None = None):
