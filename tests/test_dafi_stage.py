@@ -176,9 +176,17 @@ b8 = sharding.shard_batch(batch, mesh)
 assert len(b8["image"].sharding.device_set) == 8
 p8 = jax.device_put(params, sharding.replicated(mesh))
 l8, g8 = jax.jit(grad_fn)(p8, b8)
-np.testing.assert_allclose(l8, one_l, rtol=1e-5)
+# Float32 reductions in another order (8 partial sums, then a cross-device sum): each gradient
+# element is a sum over B*H*W terms, so its rounding error is ~sqrt(B*H*W) eps of the leaf's
+# scale. Element-wise comparison is wrong for this: elements where the terms cancel can differ
+# by 1e-3 relative (measured; both runs are equally close to a float64 reference, ~1e-6 in norm).
+# Compare each leaf's difference in norm against its norm, with a 10x margin on that bound.
+n_terms = batch["image"].shape[0] * batch["image"].shape[1] * batch["image"].shape[2]
+tol = 10 * np.sqrt(n_terms) * np.finfo(np.float32).eps
+np.testing.assert_allclose(l8, one_l, rtol=tol)
 for a, b in zip(jax.tree.leaves(g8), jax.tree.leaves(one_g)):
-  np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  assert np.linalg.norm(a - b) <= tol * np.linalg.norm(b), (np.linalg.norm(a - b) / np.linalg.norm(b), tol)
 print("OK", float(one_l), float(l8))
 """
 
