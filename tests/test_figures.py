@@ -243,3 +243,92 @@ def test_tile_columns_pads_with_white():
 def test_ascii_text():
   assert figures.ascii_text("Λ_rxy^G − Λ_rxy^O, α") == "Lam_rxy^G - Lam_rxy^O, alpha"
   assert figures.ascii_text("日") == "?"
+
+
+# --- legends, colour bars, every CPR input --------------------------------------------------
+
+
+def test_ced_legend_is_under_the_axes():
+  methods = {f"method {i}": np.full(20, 0.02 * i) for i in range(7)}
+  img = figures.ced_plot(methods, "t")
+  h, w, _ = img.shape
+  # Every curve colour has its legend sample in the bottom strip ...
+  for i in range(7):
+    assert near(img[int(0.8 * h):].reshape(-1, 3), figures.method_colour(i), 10).sum() > 10, i
+  # ... and nothing but curves, grid, ticks and text inside the axes: with every curve at
+  # NME 0 (a line along the top), the lower right of the axes, where the legend used to sit,
+  # is white and grid grey only.
+  flat = figures.ced_plot({k: np.zeros(20) for k in methods}, "t")
+  inside = flat[int(0.45 * h):int(0.6 * h), int(0.55 * w):int(0.95 * w)].reshape(-1, 3)
+  assert np.all(near(inside, figures.WHITE, 2) | near(inside, figures.GRID, 2))
+
+
+def test_legend_reads_down_columns_within_the_width():
+  entries = [(f"entry {i}", figures.method_colour(i), "line", 2) for i in range(5)]
+  strip = figures.legend(entries, 200, 0.42)
+  assert strip.shape[1] <= 200 and strip.dtype == np.uint8
+  assert strip.shape[0] > 2 * figures.legend(entries[:1], 200, 0.42).shape[0]
+
+  def centre(i):
+    ys, xs = np.nonzero(near(strip, figures.method_colour(i), 10))
+    return xs.mean(), ys.mean()
+
+  # Entry 1 sits under entry 0, in the same column.
+  (x0, y0), (x1, y1) = centre(0), centre(1)
+  assert abs(x1 - x0) < 2 and y1 > y0
+  with pytest.raises(ValueError, match="marker"):
+    figures.legend([("x", (0, 0, 0), "star", None)], 300, 0.42)
+
+
+def test_fit_grid_legend_names_every_colour():
+  plain = figures.fit_grid(**grid_inputs(n=2), scale=S)
+  with_key = figures.fit_grid(**grid_inputs(n=2), scale=S, legend="CPRFA on synth-aflw")
+  assert with_key.shape[1] >= plain.shape[1] and with_key.shape[0] > plain.shape[0]
+  np.testing.assert_array_equal(with_key[:plain.shape[0], :plain.shape[1]], plain)
+  many = figures.fit_grid(**grid_inputs(n=8), scale=S, legend="CPRFA on synth-aflw")
+  assert many.shape[1] == figures.fit_grid(**grid_inputs(n=8), scale=S).shape[1]
+  strip = with_key[plain.shape[0]:].reshape(-1, 3)
+  for rgb in (figures.PRED_RGB, figures.GT_RGB, figures.SELECTED_RGB, figures.MESH_RGB):
+    assert near(strip, rgb, 30).sum() > 3, rgb
+
+
+def cpr_rows(scale_2=0.5, inputs=("a", "b", "c")):
+  full = lambda v: np.full((8, 8, 3), v)
+  return [("round 1, q = 1", {k: full(1.0) for k in inputs}),
+          ("round 1, q = 2", {k: full(scale_2) for k in inputs})]
+
+
+def test_cpr_stages_share_one_range_per_input():
+  img = figures.cpr_stages(cpr_rows(), cell=CELL, pad=PAD)
+  pixels = img.reshape(-1, 3)
+  tile = CELL * CELL
+  # q = 1 saturates (1.0 is the shared limit); q = 2 reads half as strong instead of saturating
+  # again, as it would with a range per row.
+  half = figures.diverging_rgb(np.array(0.5), 1.0)
+  assert near(pixels, figures.POS_RGB, 0).sum() >= 9 * tile
+  assert near(pixels, half, 0).sum() >= 9 * tile
+  # The colour bars run from blue to red although every value is positive.
+  assert near(pixels, figures.NEG_RGB, 8).sum() > 3 * 10
+
+
+def test_cpr_stages_layout_and_checks():
+  img = figures.cpr_stages(cpr_rows(), "title", cell=CELL, pad=PAD)
+  assert img.dtype == np.uint8 and img.ndim == 3
+  assert img.shape[0] > 2 * (CELL + 2) and img.shape[1] > 9 * (CELL + 2)
+  # An input a row lacks is left blank; the figure keeps its shape.
+  rows = cpr_rows()
+  del rows[1][1]["c"]
+  assert figures.cpr_stages(rows, "title", cell=CELL, pad=PAD).shape == img.shape
+  zero = figures.cpr_stages(cpr_rows(0.0, ("a",)) + [("z", {"a": np.zeros((8, 8, 3))})])
+  assert zero.dtype == np.uint8
+  with pytest.raises(ValueError, match="moveaxis"):
+    figures.cpr_stages([("r", {"a": np.zeros((3, 8, 8))})])
+  with pytest.raises(ValueError, match="at least one"):
+    figures.cpr_stages([])
+
+
+def test_colour_bar_runs_blue_white_red():
+  bar = figures.colour_bar(2.0, 120, 0.4)
+  row = bar[bar.shape[0] // 4]
+  assert near(row[2], figures.NEG_RGB, 10) and near(row[-3], figures.POS_RGB, 10)
+  assert near(row[60], figures.WHITE, 10)

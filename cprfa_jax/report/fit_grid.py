@@ -213,7 +213,8 @@ def legend_strip(caption: str, width: int, scale: int, row_labels=None) -> np.nd
              ("selected vertex, found in the DAFI", SELECTED_RGB, "dot", 0.5 * scale * r),
              ("selected vertex, not found", ring, "ring", 0.55 * scale * r),
              ("fitted mesh", MESH_RGB, "swatch", None)]
-  return tile_rows([text_block(rows, width, fs), draw_legend(entries, width, fs)], 0)
+  key = draw_legend(entries, width, fs)   # one column, wider than a grid of one or two images
+  return tile_rows([text_block(rows, max(width, key.shape[1]), fs), key], 0)
 
 
 def _row_gutter(labels, tile_h: int, pad: int, scale: int, height: int, has_titles: bool):
