@@ -10,13 +10,16 @@
 Each set has its own random stream, so no example of one set is an example of another. Fixed sets
 persist as tfds array_record data sets (`data.tfds_io`), read the same way as the real ones.
 
-    python -m cprfa_jax.data.datasets --set synth-aflw --data-dir data --image-size 128
+    .venv/bin/python -m cprfa_jax.data.datasets --set synth-aflw --data-dir data --image-size 128
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import itertools
+import json
 import queue
 import threading
 import time
@@ -46,28 +49,47 @@ def tfds_name(name: str, model, image_size: int) -> str:
   return f"{name.replace('-', '_')}_{model.name}{model.num_vertices}_{image_size}"
 
 
-def examples(model, name: str, image_size: int, num: int | None = None, start: int = 0,
-             batch: int = 64):
-  """Yields the examples start .. start+num-1 of a set, generated in batches."""
+# Examples are rendered in chunks of CHUNK seeds aligned to multiples of CHUNK, whatever range
+# is asked for: each example then comes from the same compiled program at the same batch
+# position, so a set's first n examples are bit for bit those of any longer build (a different
+# batch shape moves the landmark pixels by ~1e-6), and one compilation serves every chunk.
+CHUNK = 64
+
+
+def examples(model, name: str, image_size: int, num: int | None = None, start: int = 0):
+  """Yields the examples start .. start+num-1 of a set (each a pure function of its seed)."""
   cfg = set_config(name, image_size)
   stream, default_num, _ = SETS[name]
   num = num or default_num
   if num is None:
     raise ValueError(f"{name!r} has no fixed size: pass num")
-  for lo in range(start, start + num, batch):
-    yield from sampler.generate(model, range(lo, min(lo + batch, start + num)), cfg, stream)
+  stop = start + num
+  for lo in range(start // CHUNK * CHUNK, stop, CHUNK):
+    chunk = sampler.generate(model, range(lo, lo + CHUNK), cfg, stream)
+    yield from chunk[max(start - lo, 0):min(stop - lo, CHUNK)]
+
+
+def set_metadata(model, name: str, image_size: int) -> dict:
+  """What a persisted set's examples depend on (besides their count), in its metadata.json."""
+  return {"set": name, "model": model.name, "num_vertices": model.num_vertices,
+          "image_size": image_size, "num_id": model.num_id, "num_exp": model.num_exp,
+          "sampler": dataclasses.asdict(set_config(name, image_size)), "stream": SETS[name][0],
+          "chunk": CHUNK}
 
 
 def build_set(model, name: str, data_dir, image_size: int = 128, num: int | None = None,
-              overwrite: bool = False):
-  """Renders a fixed set and writes it with tfds; returns the dataset directory."""
+              overwrite: bool = False, reuse=None):
+  """Renders a fixed set's first `num` examples (default: all) and writes them with tfds;
+  returns the dataset directory. `reuse`: a persisted prefix of the same set (`ensure_set`),
+  read back instead of rendered again."""
   num = num or SETS[name][1]
+  have = 0 if reuse is None else min(len(reuse), num)
   spec = schema.feature_spec((image_size, image_size), model.num_id, model.num_exp)
-  meta = {"set": name, "model": model.name, "num_vertices": model.num_vertices,
-          "image_size": image_size, "num_id": model.num_id, "num_exp": model.num_exp,
-          "sampler": dataclasses.asdict(set_config(name, image_size)), "stream": SETS[name][0]}
-  return tfds_io.write_dataset(tfds_name(name, model, image_size),
-                               examples(model, name, image_size, num), data_dir, spec,
+  meta = {**set_metadata(model, name, image_size), "num": num, "complete": num == SETS[name][1]}
+  exs = itertools.chain((reuse[i] for i in range(have)),
+                        examples(model, name, image_size, num - have, start=have) if num > have
+                        else ())
+  return tfds_io.write_dataset(tfds_name(name, model, image_size), exs, data_dir, spec,
                                split="test", metadata=meta, overwrite=overwrite,
                                description=f"cprfa-jax synthetic set {name}")
 
@@ -77,18 +99,34 @@ def load_set(name: str, model, data_dir, image_size: int = 128):
   return tfds_io.read_dataset(tfds_name(name, model, image_size), data_dir, split="test")
 
 
-def ensure_set(model, name: str, data_dir, image_size: int, num: int | None = None, log=print):
-  """`load_set`, building (or rebuilding with `num` examples) the set first if needed."""
+def _same_recipe(saved: dict, current: dict) -> bool:
+  # Through JSON, as metadata.json holds it: tuples come back as lists.
+  norm = lambda d: json.loads(json.dumps(d, sort_keys=True, default=str))
+  return norm({k: saved.get(k) for k in current}) == norm(current)
+
+
+def ensure_set(model, name: str, data_dir, image_size: int, num: int | None = None,
+               log=functools.partial(print, flush=True)):
+  """The first `num` examples (default: the whole set) of a persisted set, as an ExampleSource
+  of exactly that length, building only what is missing: a set persisted with fewer examples
+  is extended (its examples read back, only the new ones rendered), one with more is read as
+  its first `num` (the same examples, `examples`), one rendered with other settings or by
+  older code (`set_metadata` differs) is rebuilt."""
   num = num or SETS[name][1]
   try:
     src = load_set(name, model, data_dir, image_size)
-    if len(src) == num:
-      return src
-    log(f"{src.path} has {len(src)} examples, not {num}: rebuilding")
   except tfds_io.DatasetNotBuiltError:
-    log(f"building {name} ({num} examples at {image_size} px) in {data_dir}")
-  build_set(model, name, data_dir, image_size, num, overwrite=True)
-  return load_set(name, model, data_dir, image_size)
+    src = None
+  if src is not None and not _same_recipe(src.metadata, set_metadata(model, name, image_size)):
+    log(f"{src.path} was rendered with other settings or older code: rebuilding it")
+    src = None
+  if src is not None and len(src) >= num:
+    return src.head(num)
+  have = 0 if src is None else len(src)
+  log(f"building {name} ({num} images at {image_size} px"
+      f"{f', {have} of them already built' if have else ''}) in {data_dir} ...")
+  build_set(model, name, data_dir, image_size, num, overwrite=True, reuse=src)
+  return load_set(name, model, data_dir, image_size).head(num)
 
 
 class TrainStream:

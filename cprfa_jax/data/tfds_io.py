@@ -91,10 +91,17 @@ def _make_builder(name, version, spec, encoding, split_gens, description, data_d
   def _generate_examples(self):  # abstract in tfds; `_split_generators` returns generators
     raise NotImplementedError
 
+  def _quiet(self):
+    pass
+
   with tfds.core.registered.skip_registration():
     cls = type("CprfaArrayRecordBuilder", (tfds.core.GeneratorBasedBuilder,), {
         "name": name, "VERSION": tfds.core.Version(version), "_info": _info,
         "_split_generators": _split_generators, "_generate_examples": _generate_examples,
+        # tfds prints "Downloading and preparing dataset Unknown size ... to .incomplete-*"
+        # and "... downloaded and prepared": nothing is downloaded and the scratch path is
+        # not where the data ends up; callers say what they build (`datasets.ensure_set`).
+        "_log_download_bytes": _quiet, "_log_download_done": _quiet,
         "__module__": __name__})
   return cls(data_dir=os.fspath(data_dir), file_format="array_record")
 
@@ -169,11 +176,16 @@ class ExampleSource(Sequence):
   `__getitems__` reads a batch of indices in one call (what grain and PyTorch loaders use).
   """
 
-  def __init__(self, source, metadata, spec, path):
+  def __init__(self, source, metadata, spec, path, limit: int | None = None):
     self._source, self.metadata, self.spec, self.path = source, metadata, spec, path
+    self._len = len(source) if limit is None else min(int(limit), len(source))
 
   def __len__(self) -> int:
-    return len(self._source)
+    return self._len
+
+  def head(self, n: int) -> "ExampleSource":
+    """The first n examples (all of them if there are fewer), as a view."""
+    return ExampleSource(self._source, self.metadata, self.spec, self.path, min(n, len(self)))
 
   def __getitem__(self, i):
     if isinstance(i, slice):
@@ -185,7 +197,11 @@ class ExampleSource(Sequence):
     return self._source[j]
 
   def __getitems__(self, indices):
-    return self._source.__getitems__(list(indices))
+    indices = list(indices)
+    bad = [i for i in indices if not 0 <= i < len(self)]
+    if bad:
+      raise IndexError(f"indices {bad[:5]} out of range for {len(self)} examples of {self.path}")
+    return self._source.__getitems__(indices)
 
   def __repr__(self):
     return f"ExampleSource({self.path}, {len(self)} examples)"
