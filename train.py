@@ -1,7 +1,7 @@
 """Train the CPRFA pipeline: the stages of --config.stages in order, each in workdir/<stage>.
 
-    python train.py --config configs/quickstart.py --workdir runs/quickstart
-    python train.py --config configs/tiny.py --workdir /tmp/tiny --config.stages='("dafi",)'
+    .venv/bin/python train.py --config configs/quickstart.py --workdir runs/quickstart
+    .venv/bin/python train.py --config configs/tiny.py --workdir /tmp/tiny --config.stages='("dafi",)'
 
 Stages: dafi (HS-U-Net + vertex selection), landmarks, cpr (CPR(C)), cpr_h (CPR-H), capu
 (CPRFA's round 2); see cprfa_jax/pipeline.py. Any config value can be overridden with
@@ -15,7 +15,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from cprfa_jax import mm, pipeline
+from cprfa_jax import cli, mm, pipeline
 from cprfa_jax.data.tfds_io import DatasetNotBuiltError
 from cprfa_jax.train import sharding
 from cprfa_jax.train.checkpoint import ConfigMismatchError
@@ -25,15 +25,16 @@ from cprfa_jax.train.loop import NonFiniteLossError
 USER_ERRORS = (ConfigMismatchError, NonFiniteLossError, DatasetNotBuiltError,
                mm.ModelFormatError, ValueError, FileNotFoundError)
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file: configs/tiny.py, quickstart.py or paper.py (or your own).",
+    lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and reports.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments {argv[1:]}; use --config.KEY=VALUE")
+    cli.fail("train.py", f"unexpected arguments {argv[1:]}; config values go as --config.KEY=VALUE")
   logging.set_verbosity(logging.ERROR)  # orbax's INFO/WARNING lines would bury the progress
   config = _CONFIG.value
   sharding.maybe_initialize_distributed(config.distributed)
@@ -47,4 +48,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.flags_parser("train.py", __doc__))

@@ -94,13 +94,15 @@ def reprojection_confidence(model3d, alpha_NxA, pose_Nx6, y_all_NxVx2, det_all_N
   return jax.vmap(one)(alpha_NxA, pose_Nx6, y_all_NxVx2, det_all_NxV)
 
 
-def baselines(model3d, obs, sel_C, num_id=10, num_exp=5) -> dict:
-  """PnP-68, PnP + DAFI(C), online LM: {name: (alpha (N, A), pose (N, 6), ok (N,))}."""
+def baselines(model3d, obs, sel_C, num_id=10, num_exp=5, log=lambda s: None) -> dict:
+  """PnP-68, PnP + DAFI(C), online LM: {name: (alpha (N, A), pose (N, 6), ok (N,))}.
+  `log(name)` as each method starts."""
   n, a = len(obs["y_all"]), model3d.num_id + model3d.num_exp
   mean = np.asarray(model3d.mean_Vx3)
   lm3d = mean[np.asarray(model3d.landmarks_68)]
   out = {}
   for name in ("PnP-68", "PnP + DAFI(C)", "Online LM"):
+    log(name)
     alpha, pose, ok = np.zeros((n, a)), np.tile([0, 0, 0, 1.0, 0, 0], (n, 1)), np.zeros(n, bool)
     for i in range(n):
       if name == "PnP-68":
@@ -180,12 +182,13 @@ def table_row(nme, yaw, failure_nme) -> dict:
           "bin_count": [int(c) for c in s["bin_count"]]}
 
 
-def table2_md(title, rows, num_points) -> str:
+def table2_md(title, rows, num_points, labels=None) -> str:
+  """The markdown table; `labels`: {method: row label} where it differs from the name."""
   lines = [f"### {title}", "",
            "| Method | [0°, 30°] | (30°, 60°] | (60°, 90°] | Mean | Std | Failure | AUC |",
            "|---|---|---|---|---|---|---|---|"]
   for name, r in rows.items():
-    lines.append(f"| {name} | " + " | ".join("–" if np.isnan(v) else f"{v:.2f}" for v in r["nme_bins"]) +
+    lines.append(f"| {(labels or {}).get(name, name)} | " + " | ".join("–" if np.isnan(v) else f"{v:.2f}" for v in r["nme_bins"]) +
                  f" | {r['nme_mean']:.2f} | {r['nme_std']:.2f} | {r['failure']:.2f} | {r['auc']:.3f} |")
   return "\n".join(lines) + (f"\n\nNME (%) of the {num_points} landmarks, as the paper's Table 2; "
                              "failure: NME > 10%; AUC of the CED up to 10%.\n")

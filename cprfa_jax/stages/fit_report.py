@@ -1,5 +1,5 @@
 """evaluate.py's fit section: Table 2 per test set for every method, the ablation, CED curves
-(Fig. 5), the fitted grid (Fig. 6), the CPR channels before and after each round (Fig. 3), and
+(Fig. 5), the fitted grid (Fig. 6), the CPR inputs of every stage of both rounds (Fig. 3), and
 per-image results. Files go to the workdir; returns the report dict and its markdown."""
 
 from __future__ import annotations
@@ -15,10 +15,18 @@ import numpy as np
 from cprfa_jax.geometry import projection
 from cprfa_jax.mm.model import shape
 from cprfa_jax.report import figures
-from cprfa_jax.stages import fit_eval
+from cprfa_jax.stages import eval_stages, fit_eval
 
 REGRESSORS = (("CPR(C)", "cpr", True), ("CPR-H", "cpr_h", True), ("CPRFA (CPR-H + CAPU)", "capu", True),
               ("CPRFA, no landmarks", "capu", False))
+# The trained stages each method's fit rests on (an unfinished one marks the method's rows).
+METHOD_STAGES = {
+    "PnP-68": ("landmarks",), "PnP + DAFI(C)": ("dafi",), "Online LM": ("dafi",),
+    "CPR(C)": ("dafi", "cpr"), "CPR-H": ("dafi", "landmarks", "cpr_h"),
+    "CPRFA (CPR-H + CAPU)": ("dafi", "landmarks", "cpr_h", "capu"),
+    "CPRFA, no landmarks": ("dafi", "cpr_h", "capu")}
+# Fig. 3: what each pose group reads (Eq. 4); α reads Λ_rxy too, before [r_x, r_y] moves.
+CPR_INPUTS = (("rxy", "Λ_rxy^G − Λ_rxy^O"), ("rz", "Λ_rz^G − Λ_rz^O"), ("s", "Λ_s^G / Λ_s^O − 1"))
 
 
 def _png(path, rgb):
@@ -34,27 +42,38 @@ def _mesh_px(model3d, alpha, pose, hw):
   return np.concatenate([np.asarray(px), np.asarray(depth)[:, None]], 1), np.asarray(facing)
 
 
-def evaluate_set(config, model3d, name, source, observer, trained, sel, workdir, log=print):
-  """trained: {stage: params} of the regressor stages present (capu: round 2 merged in)."""
+def evaluate_set(config, model3d, name, source, observer, trained, sel, workdir, log=print,
+                 statuses=None):
+  """trained: {stage: params} of the regressor stages present (capu: round 2 merged in);
+  statuses: {stage: `eval_stages.status`}, to mark the rows of unfinished stages. `log` gets a
+  line as each step starts."""
   num = min(config.data.num_eval or len(source), len(source))
   hw = (config.data.image_size,) * 2
+  log(f"{name}: U-Net, DAFI decoding and landmark network on {num} images ...")
   obs = fit_eval.observe_set(observer, source, num, config.eval.batch_size)
   points = fit_eval.INNER_51 if "cofw" in name else None
   sel_c = sel["selected"]
-  fits = fit_eval.baselines(model3d, obs, sel_c)
+  fits = fit_eval.baselines(model3d, obs, sel_c, log=lambda m: log(f"{name}: {m} ..."))
   firsts = {}
   for label, stage, with_lm in REGRESSORS:
     if stage in trained:
+      log(f"{name}: {label} ...")
       a, p, first = fit_eval.run_regressor(config, model3d, stage, trained[stage], obs, sel_c,
                                            sel["layout"], with_lm, config.eval.batch_size)
       fits[label] = (a, p, np.ones(num, bool))
       firsts[label] = first
+  log(f"{name}: scores, figures and per-image results ...")
   results = {k: fit_eval.method_results(model3d, obs, *v, hw, points) for k, v in fits.items()}
   rows = {k: fit_eval.table_row(r["nme"], obs["yaw"], config.eval.failure_nme)
           for k, r in results.items()}
+  labels = {}
+  for k, row in rows.items():
+    suffix, fields = eval_stages.mark(METHOD_STAGES.get(k, ()), statuses or {})
+    labels[k] = k + suffix
+    row.update(fields)
   npts = 51 if points is not None else 68
   tag = name.replace(":", "_")
-  md = [fit_eval.table2_md(f"{name} ({num} images)", rows, npts)]
+  md = [fit_eval.table2_md(f"{name} ({num} images)", rows, npts, labels)]
   best = "CPRFA (CPR-H + CAPU)" if "CPRFA (CPR-H + CAPU)" in results else list(results)[-1]
   report = {"num_images": num, "num_points": npts, "methods": rows}
 
@@ -78,8 +97,8 @@ def evaluate_set(config, model3d, name, source, observer, trained, sel, workdir,
 
   # Fig. 5: CED curves.
   _png(os.path.join(workdir, f"ced_{tag}.png"),
-       figures.ced_plot({k: v["nme"] for k, v in results.items()}, f"CED, {name} ({npts} pts)",
-                        config.eval.failure_nme))
+       figures.ced_plot({labels[k]: v["nme"] for k, v in results.items()},
+                        f"CED, {name} ({npts} pts)", config.eval.failure_nme))
   # Fig. 6: DAFI / fitted landmarks + selected vertices / mesh, for the final method.
   k = len(obs["image"])
   a, p, _ = fits[best]
@@ -90,29 +109,39 @@ def evaluate_set(config, model3d, name, source, observer, trained, sel, workdir,
       obs["image"], obs["dafi"], np.stack([m for m, _ in meshes]), tri,
       np.stack([figures.triangles_facing(f, tri) for _, f in meshes]),
       r["landmarks_px"][:k], obs["landmarks"][:k], sel_px, obs["det_all"][:k, sel_c], scale=3,
-      titles=[f"{100 * r['nme'][i]:.1f}%" for i in range(k)])
+      titles=[f"NME {100 * r['nme'][i]:.1f}%" for i in range(k)],
+      row_labels=("DAFI", "points", "mesh"), legend=f"{labels[best]} on {name}")
   _png(os.path.join(workdir, f"fits_{tag}.png"), grid)
-  # Fig. 3: the second CPR channel group input ([r_x, r_y]) at each stage of both rounds.
+  # Fig. 3: every Eq. 4 input of the pose groups at every stage of both rounds, first image.
   if best in firsts:
-    panels = []
+    rows3 = []
     for rnd in ("round1", "round2"):
       seen = firsts[best].get(rnd, {}).get("seen", {})
-      for q in range(seen["rxy"].shape[0] if "rxy" in seen else 0):
-        panels.append((f"{rnd} q={q + 1} Lam_rxy G-O", np.asarray(seen["rxy"][q, 0])))
-    if panels:
-      _png(os.path.join(workdir, f"cpr_channels_{tag}.png"), figures.cpr_channels(panels))
-  log("\n".join(md))
+      for q in range(config.cpr.num_stages if seen else 0):
+        rows3.append((f"round {rnd[-1]}, q = {q + 1}",
+                      {text: np.asarray(seen[g][q, 0]) for g, text in CPR_INPUTS if g in seen}))
+    if rows3:
+      _png(os.path.join(workdir, f"cpr_channels_{tag}.png"), figures.cpr_stages(
+          rows3, f"{labels[best]}: CPR inputs, {name} image 0 (NME {100 * r['nme'][0]:.1f}%)"))
   return report, "\n".join(md)
 
 
-def trained_regressors(config, root, params_of) -> dict:
-  """{stage: params} for the regressor stages with a checkpoint; capu includes CPR-H's round 1."""
+def trained_regressors(config, root, restore) -> tuple[dict, dict]:
+  """({stage: params}, {stage: step}) for the regressor stages with a checkpoint directory;
+  capu's params include CPR-H's round 1. restore(config, root, stage) -> (params, step)."""
+  raw, steps = {}, {}
+
+  def load(stage):
+    if stage not in raw:
+      raw[stage], steps[stage] = restore(config, root, stage)
+    return raw[stage]
+
   out = {}
   for stage in ("cpr", "cpr_h", "capu"):
     if not os.path.isdir(os.path.join(root, stage, "checkpoints")):
       continue
-    p = params_of(config, root, stage)
+    p = load(stage)
     if stage == "capu":
-      p = {"stages_round1": params_of(config, root, "cpr_h")["stages_round1"], **p}
+      p = {"stages_round1": load("cpr_h")["stages_round1"], **p}
     out[stage] = jax.device_get(p)
-  return out
+  return out, steps

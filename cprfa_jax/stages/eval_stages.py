@@ -1,0 +1,78 @@
+"""Which trained stages evaluate.py scores, and whether each finished its training.
+
+Each stage's checkpoint is read with the stage's own slice of the config
+(`common.stage_config`), and its step compared with the steps the config asks of that stage:
+`train.num_steps` for the U-Net, `lmnet.train.num_steps` for the landmark network,
+`cpr.train.num_steps` for the regressors. A stage short of them is refused, unless the user
+allows it; then every table row that rests on it says so, in the markdown and in the JSON.
+"""
+
+from __future__ import annotations
+
+from cprfa_jax.stages import common
+from cprfa_jax.train import checkpoint
+
+
+class UnfinishedStageError(ValueError):
+  """A stage's checkpoint is short of its configured steps (and --allow_unfinished is off)."""
+
+
+def steps_flag(stage: str) -> str:
+  """The flag that sets a stage's number of steps."""
+  block = common.STAGE_BLOCKS[stage][0]
+  return f"--config.{block}.train.num_steps" if block else "--config.train.num_steps"
+
+
+def restore(config, root: str, stage: str, config_file: str = "CONFIG"):
+  """(params, step) of a stage's latest checkpoint in root/<stage>. Without one, the error names
+  the root workdir (the one train.py and evaluate.py take) and the command that trains it."""
+  try:
+    return checkpoint.restore_params(common.stage_dir(root, stage),
+                                     common.stage_config(config, stage).to_dict())
+  except FileNotFoundError:
+    raise FileNotFoundError(
+        f"{root}: stage {stage} has no checkpoint in {common.stage_dir(root, stage)}; train it "
+        f"first: .venv/bin/python train.py --config {config_file} --workdir {root}") from None
+
+
+def status(config, stage: str, step: int) -> dict:
+  """{step, num_steps, num_steps_flag, unfinished} of a stage's evaluated checkpoint."""
+  num = int(common.stage_config(config, stage).train.num_steps)
+  return {"step": int(step), "num_steps": num, "num_steps_flag": steps_flag(stage),
+          "unfinished": int(step) < num}
+
+
+def check_finished(statuses: dict, allow: bool) -> None:
+  """Raises UnfinishedStageError naming the first unfinished stage, unless `allow`."""
+  short = [s for s, st in statuses.items() if st["unfinished"]]
+  if not short or allow:
+    return
+  st = statuses[short[0]]
+  also = f" (also unfinished: {', '.join(short[1:])})" if len(short) > 1 else ""
+  raise UnfinishedStageError(
+      f"stage {short[0]} is unfinished: its checkpoint is at step {st['step']} of the "
+      f"{st['num_steps']} configured ({st['num_steps_flag']}){also}; train on, or pass "
+      "--allow_unfinished to score it anyway (its rows are then marked unfinished)")
+
+
+def mark(stages, statuses: dict) -> tuple[str, dict]:
+  """(label suffix, JSON fields) for a row resting on `stages`: ("", {}) when all finished,
+  else e.g. (" [unfinished: capu step 1 of 400]", {"unfinished": True, "unfinished_stages":
+  {"capu": {"step": 1, "num_steps": 400}}})."""
+  short = {s: statuses[s] for s in stages if s in statuses and statuses[s]["unfinished"]}
+  if not short:
+    return "", {}
+  text = "; ".join(f"{s} step {st['step']} of {st['num_steps']}" for s, st in short.items())
+  return f" [unfinished: {text}]", {
+      "unfinished": True,
+      "unfinished_stages": {s: {"step": st["step"], "num_steps": st["num_steps"]}
+                            for s, st in short.items()}}
+
+
+def table_md(statuses: dict) -> str:
+  """report.md's table of the evaluated checkpoints."""
+  lines = ["| Stage | Checkpoint step | Configured steps | |", "|---|---|---|---|"]
+  for s, st in statuses.items():
+    lines.append(f"| {s} | {st['step']} | {st['num_steps']} (`{st['num_steps_flag']}`) | "
+                 f"{'**unfinished**' if st['unfinished'] else 'finished'} |")
+  return "\n".join(lines) + "\n"
