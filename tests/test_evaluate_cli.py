@@ -101,8 +101,8 @@ def test_marks_follow_the_stages_a_method_rests_on():
               "cpr_h": {"step": 2, "num_steps": 2, "unfinished": False},
               "capu": {"step": 1, "num_steps": 400, "unfinished": True}}
   stages = fit_report.METHOD_STAGES
-  assert eval_stages.mark(stages["PnP-68"], statuses) == ("", {})
-  assert eval_stages.mark(stages["CPR-H"], statuses) == ("", {})
+  assert eval_stages.mark(stages["PnP-68"], statuses) == ("", {"unfinished": False})
+  assert eval_stages.mark(stages["CPR-H"], statuses) == ("", {"unfinished": False})
   label, fields = eval_stages.mark(stages["CPRFA (CPR-H + CAPU)"], statuses)
   assert label == " [unfinished: capu step 1 of 400]"
   assert fields == {"unfinished": True,

@@ -34,7 +34,7 @@ def jsonable(value):
 
 
 def command_line() -> str:
-  return shlex.join([os.path.basename(sys.executable), *sys.argv])
+  return shlex.join([sys.executable, *sys.argv])
 
 
 def describe(code: dict) -> str:

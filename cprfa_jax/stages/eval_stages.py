@@ -56,12 +56,12 @@ def check_finished(statuses: dict, allow: bool) -> None:
 
 
 def mark(stages, statuses: dict) -> tuple[str, dict]:
-  """(label suffix, JSON fields) for a row resting on `stages`: ("", {}) when all finished,
-  else e.g. (" [unfinished: capu step 1 of 400]", {"unfinished": True, "unfinished_stages":
+  """(label suffix, JSON fields) for a row resting on `stages`: ("", {"unfinished": False})
+  when all finished, else e.g. (" [unfinished: capu step 1 of 400]", {"unfinished": True, "unfinished_stages":
   {"capu": {"step": 1, "num_steps": 400}}})."""
   short = {s: statuses[s] for s in stages if s in statuses and statuses[s]["unfinished"]}
   if not short:
-    return "", {}
+    return "", {"unfinished": False}
   text = "; ".join(f"{s} step {st['step']} of {st['num_steps']}" for s, st in short.items())
   return f" [unfinished: {text}]", {
       "unfinished": True,

@@ -97,7 +97,8 @@ def evaluate_set(config, model3d, name, source, observer, trained, sel, workdir,
 
   # Fig. 5: CED curves.
   _png(os.path.join(workdir, f"ced_{tag}.png"),
-       figures.ced_plot({labels[k]: v["nme"] for k, v in results.items()},
+       figures.ced_plot({k + (" (unfinished)" if labels[k] != k else ""): v["nme"]
+                         for k, v in results.items()},
                         f"CED, {name} ({npts} pts)", config.eval.failure_nme))
   # Fig. 6: DAFI / fitted landmarks + selected vertices / mesh, for the final method.
   k = len(obs["image"])
