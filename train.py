@@ -28,7 +28,8 @@ USER_ERRORS = (ConfigMismatchError, NonFiniteLossError, DatasetNotBuiltError,
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file: configs/tiny.py, quickstart.py or paper.py (or your own).",
     lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and reports.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "The run's root directory: each stage trains in "
+                               "WORKDIR/<stage>; evaluate.py takes the same root.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -41,7 +42,8 @@ def main(argv):
   try:
     pipeline.check_stages(config.stages)
     model3d = mm.load_model(config.model)
-    pipeline.run(config, _WORKDIR.value, model3d, log=functools.partial(print, flush=True))
+    pipeline.run(config, _WORKDIR.value, model3d, log=functools.partial(print, flush=True),
+                 config_file=config_flags.get_config_filename(flags.FLAGS["config"]))
   except USER_ERRORS as e:
     print(f"train.py: {type(e).__name__}: {e}", file=sys.stderr)
     sys.exit(2)
