@@ -61,3 +61,30 @@ def test_sample_vertices_takes_kappa_of_the_detected():
   assert int(valid.sum()) == 0
   idx, valid = path.sample_vertices(jax.random.PRNGKey(0), det, kappa=1.0, k_max=64)
   assert int(valid.sum()) == 64          # capped by the fixed size
+
+
+def _finite_grads(tree):
+  return all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(tree))
+
+
+def test_gradients_are_finite_where_a_path_point_meets_an_observation():
+  """Issue 9's CAPU NaN: at 32-64 px a decoded position sits on the pixel grid and, after Λ_t's
+  translation step, a generated point can equal it exactly. ||0|| has no derivative, and the
+  NaN reached the weights even from a point outside the κ sample (0 * NaN = NaN)."""
+  x = np.random.default_rng(2).normal(0, 0.4, (8, 3)).astype(np.float32)
+  x[0] = 0.0                                         # projects to t exactly, in any rounding
+  pose = np.array([0.1, -0.2, 0.05, 1.0, 0.0, 0.0], np.float32)
+  y_obs = np.asarray(project(x, pose)) + np.float32(0.01)
+  y_obs[0] = 0.0                                     # a point the unmoved path meets exactly
+  project_fn = lambda t: project(x, jnp.concatenate([jnp.asarray(pose[:4]), t]))
+  for valid in (np.ones(8, bool), np.arange(8) > 0):   # sampled, and padding outside the sample
+    def total(phi, delta):
+      return jnp.sum(path.path_errors(project_fn, phi, delta, y_obs, valid, 2))
+    g = jax.grad(total, argnums=(0, 1))(jnp.zeros(2), jnp.zeros(2))   # Δφ = 0: every point on it
+    assert _finite_grads(g), g
+
+
+def test_reprojection_error_is_zero_with_zero_gradient_at_coincident_points():
+  y = jnp.asarray(np.random.default_rng(3).normal(size=(5, 2)), jnp.float32)
+  e, g = jax.value_and_grad(path.reprojection_error)(y, y, jnp.ones(5, bool))
+  assert float(e) == 0.0 and _finite_grads(g) and float(jnp.abs(g).max()) == 0.0

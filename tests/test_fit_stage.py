@@ -129,3 +129,15 @@ def test_generated_points_of_the_truth_are_the_observations():
   m, sel, _, batch, _ = setup()
   y = generated_points(m, sel, jnp.asarray(batch["alpha"]), jnp.asarray(batch["pose"]))
   np.testing.assert_allclose(y, batch["y_all"][:, sel], atol=1e-5)
+
+
+def test_fit_loss_gradient_is_finite_at_the_truth_and_where_s_crosses_zero():
+  """The loss is a sum of distances: at the truth every distance is 0 (no derivative), and a
+  prediction with s = 0 collapses the face onto t. Both must give finite gradients."""
+  m, sel, _, batch, _ = setup()
+  pts = jnp.concatenate([jnp.asarray(m.landmarks_68), jnp.asarray(sel)])
+  a, p = jnp.asarray(batch["alpha"]), jnp.asarray(batch["pose"])
+  loss = lambda aq, pq: fit.fit_loss(m, pts, aq, pq, a, p, 0.1)[0]
+  for pose in (p, p.at[:, 3].set(0.0), p.at[:, 3].set(-0.5)):
+    g = jax.grad(loss, argnums=(0, 1))(jnp.stack([a] * 3), jnp.stack([pose] * 3))
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in g)

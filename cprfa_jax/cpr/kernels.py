@@ -19,14 +19,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-# Below this a distance counts as "coincident points" (normalised units: a face is ~1 wide).
-EPS = 1e-6
-
-
-def _safe_norm(v, axis=-1):
-  sq = jnp.sum(v * v, axis=axis)
-  ok = sq > EPS * EPS
-  return jnp.where(ok, jnp.sqrt(jnp.where(ok, sq, 1.0)), 0.0)
+from cprfa_jax.numerics import EPS, safe_norm as _safe_norm
 
 
 def _unit(v):

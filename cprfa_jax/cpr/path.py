@@ -13,6 +13,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from cprfa_jax.numerics import safe_norm
+
 
 def path_steps(m: int = 5) -> jnp.ndarray:
   """Eq. 6's multipliers of Δφ: k / M for k = 1 .. 2M. Returns (2M,)."""
@@ -34,8 +36,10 @@ def sample_vertices(key, detected_V, kappa: float, k_max: int):
 
 
 def reprojection_error(y_gen_Kx2, y_obs_Kx2, valid_K) -> jnp.ndarray:
-  """Mean Euclidean distance over the valid points (0 if none)."""
-  d = jnp.linalg.norm(y_gen_Kx2 - y_obs_Kx2, axis=-1)
+  """Mean Euclidean distance over the valid points (0 if none). A generated point can land
+  exactly on its observation (decoded positions sit on the pixel grid, and Λ_t's translation
+  step aligns them), so the norm is `safe_norm`: zero gradient there, not NaN."""
+  d = safe_norm(y_gen_Kx2 - y_obs_Kx2)
   return jnp.sum(jnp.where(valid_K, d, 0.0)) / jnp.maximum(jnp.sum(valid_K), 1)
 
 

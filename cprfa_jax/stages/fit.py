@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cprfa_jax.data import datasets
+from cprfa_jax.numerics import safe_norm
 from cprfa_jax.models.cpr_regressor import CprRegressor, Observations, generated_points
 from cprfa_jax.train import loop
 
@@ -62,13 +63,15 @@ def fit_loss(model3d, points_P, alpha_QxBxA, pose_QxBx6, alpha_gt_BxA, pose_gt_B
              param_weight: float):
   """Σ_q w_q [reprojection error of points_P / s + param_weight · parameter error], w_q ∝ q."""
   gt = generated_points(model3d, points_P, alpha_gt_BxA, pose_gt_Bx6)
-  size = jnp.abs(pose_gt_Bx6[:, 3])[:, None]
+  # The true face size (data, never a prediction) normalises; bounded away from 0 all the same.
+  size = jnp.maximum(jnp.abs(pose_gt_Bx6[:, 3]), 1e-3)[:, None]
   q = alpha_QxBxA.shape[0]
   w = jnp.arange(1, q + 1, dtype=jnp.float32) / (q * (q + 1) / 2)
 
   def one(alpha, pose):
     pred = generated_points(model3d, points_P, alpha, pose)
-    reproj = jnp.mean(jnp.linalg.norm(pred - gt, axis=-1) / size)
+    # safe_norm: at the truth every distance is 0, where ||.|| has no derivative.
+    reproj = jnp.mean(safe_norm(pred - gt) / size)
     param = jnp.mean((alpha - alpha_gt_BxA) ** 2) + jnp.mean((pose - pose_gt_Bx6) ** 2)
     return reproj, param
 
