@@ -1,9 +1,11 @@
-"""The whole pipeline from the command line on the `tiny` config: train.py runs every stage
-(U-Net, selection, landmark network, CPR(C), CPR-H, CAPU), evaluate.py writes Table 1, Table 2
-with every method, the figures and per-image results; a second train.py resumes nothing."""
+"""The whole pipeline from the command line, as CI's guard on the README's main command: the
+`smoke` config trains every stage from scratch (U-Net, selection, landmark network, CPR(C),
+CPR-H and 150 CAPU steps, past where issue 9's NaN appeared), evaluate.py writes Table 1 and
+Table 2, a second train.py retrains nothing, and each stage can be continued alone with another
+learning rate. ~6 min on 2 CPU cores; the trained workdir is shared by the tests below."""
 
-import csv
 import json
+import math
 import pathlib
 import subprocess
 import sys
@@ -11,7 +13,6 @@ import sys
 import numpy as np
 import pytest
 
-from configs import tiny
 from cprfa_jax import pipeline
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -19,42 +20,92 @@ METHODS = {"PnP-68", "PnP + DAFI(C)", "Online LM", "CPR(C)", "CPR-H", "CPRFA (CP
            "CPRFA, no landmarks"}
 
 
-def _run(script, work, data, *flags):
-  return subprocess.run([sys.executable, str(ROOT / script), "--config", str(ROOT / "configs/tiny.py"),
+def _run(script, work, data, *flags, config="configs/smoke.py"):
+  return subprocess.run([sys.executable, str(ROOT / script), "--config", str(ROOT / config),
                          "--workdir", str(work), f"--config.data.data_dir={data}", *flags],
                         capture_output=True, text=True, timeout=1500, cwd=ROOT)
 
 
-def test_train_and_evaluate_the_whole_pipeline(tmp_path):
-  work, data = tmp_path / "run", tmp_path / "data"
-  out = _run("train.py", work, data)
-  assert out.returncode == 0, out.stderr[-3000:]
+def _numbers(tree, path=""):
+  """Every number in a JSON tree, with where it is."""
+  if isinstance(tree, dict):
+    for k, v in tree.items():
+      yield from _numbers(v, f"{path}.{k}")
+  elif isinstance(tree, list):
+    for i, v in enumerate(tree):
+      yield from _numbers(v, f"{path}[{i}]")
+  elif isinstance(tree, (int, float)) and not isinstance(tree, bool):
+    yield path, tree
+
+
+def _strict_json(path):
+  def refuse(name):
+    raise ValueError(f"{path} holds {name}")
+  return json.loads(pathlib.Path(path).read_text(), parse_constant=refuse)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+  tmp = tmp_path_factory.mktemp("smoke")
+  work, data = tmp / "run", tmp / "data"
+  train = _run("train.py", work, data)
+  assert train.returncode == 0, train.stderr[-3000:]
+  evaluate = _run("evaluate.py", work, data, "--compare_untrained")
+  assert evaluate.returncode == 0, evaluate.stderr[-3000:]
+  return work, data, train, evaluate
+
+
+def test_every_stage_trains_to_its_steps_without_a_nan(smoke):
+  work, _, train, _ = smoke
   for stage in pipeline.ORDER:
-    assert f"== stage {stage}" in out.stdout
-    assert (work / stage / "checkpoints").is_dir()
+    assert f"== stage {stage}" in train.stdout
+  assert "step 150/150" in train.stdout.split("== stage capu")[1]
   sel = np.load(work / "dafi" / "selection.npz")
   assert sel["selected"].shape == (64,) and sel["layout"].shape == (3, 32)
+  for stage in pipeline.ORDER:
+    rows = [json.loads(l) for l in open(work / stage / "metrics.jsonl")]
+    assert all(math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"]) for r in rows if "loss" in r)
 
-  out = _run("evaluate.py", work, data, "--compare_untrained")
-  assert out.returncode == 0, out.stderr[-3000:]
-  report = json.loads((work / "report.json").read_text())
-  t1 = report["dafi"]["sets"]["synth-aflw"]
-  assert set(t1["trained"]) == {"DAFI", "DAFI all", "DAFI CPR"} and "untrained" in t1
-  t2 = report["fit"]["sets"]["synth-aflw"]
-  assert set(t2["methods"]) == METHODS
-  for name, row in t2["methods"].items():
-    assert len(row["nme_bins"]) == 3 and 0 <= row["nme_mean"] <= 100, name
-  assert "Table 2" in out.stdout and "CPRFA (CPR-H + CAPU)" in out.stdout
+
+def test_report_has_no_nan_and_the_trained_networks_beat_the_untrained(smoke):
+  work, _, _, evaluate = smoke
+  report = _strict_json(work / "report.json")     # NaN / Infinity constants are refused
+  bad = [p for p, v in _numbers(report) if not math.isfinite(v)]
+  assert not bad, bad
+  for set_name in ("synth-aflw", "synth-cofw"):
+    t1 = report["dafi"]["sets"][set_name]
+    for subset in ("DAFI", "DAFI all"):
+      assert t1["trained"][subset]["nme_mean"] < t1["untrained"][subset]["nme_mean"], (set_name, subset)
+    t2 = report["fit"]["sets"][set_name]["methods"]
+    assert set(t2) == METHODS
+    for name, row in t2.items():
+      assert math.isfinite(row["nme_mean"]) and row["nme_mean"] > 0, (set_name, name)
+  assert "Table 2" in evaluate.stdout and "CPRFA (CPR-H + CAPU)" in evaluate.stdout
   for png in ("dafi_examples", "ced", "fits", "cpr_channels"):
     assert (work / f"{png}_synth-aflw.png").stat().st_size > 0, png
-  with open(work / "per_image_synth-aflw.csv") as f:
-    rows = list(csv.DictReader(f))
-  assert len(rows) == 6 and {"confidence", "flagged_failure"} <= set(rows[0])
 
-  # Everything is trained: a second run only checks and restores.
+
+def test_a_second_run_retrains_nothing(smoke):
+  work, data, _, _ = smoke
   again = _run("train.py", work, data)
   assert again.returncode == 0, again.stderr[-3000:]
-  assert "initialised a new run" not in again.stdout
+  assert "initialised a new run" not in again.stdout and "step " not in again.stdout
+
+
+@pytest.mark.parametrize("stage, flags", [
+    ("capu", ("--config.cpr.optim.lr=1e-4", "--config.cpr.train.num_steps=153")),
+    ("landmarks", ("--config.lmnet.optim.lr=1e-3", "--config.lmnet.train.num_steps=62")),
+    ("dafi", ("--config.optim.lr=1e-4", "--config.train.num_steps=152")),
+])
+def test_each_stage_continues_alone_with_another_learning_rate(smoke, stage, flags):
+  work, data, _, _ = smoke
+  out = _run("train.py", work, data, f"--config.stages=('{stage}',)", *flags)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert [l for l in out.stdout.splitlines() if l.startswith("== stage")] == [f"== stage {stage} -> {work / stage}"]
+  assert "resumed from step" in out.stdout
+  resume = [json.loads(l) for l in open(work / stage / "history.jsonl")][-1]
+  assert resume["event"] == "resume"
+  assert {k.split(".")[-2] + "." + k.split(".")[-1] for k in resume["changed"]} >= {"optim.lr", "train.num_steps"}
 
 
 def test_stages_out_of_order_or_missing_are_refused(tmp_path):
@@ -62,5 +113,6 @@ def test_stages_out_of_order_or_missing_are_refused(tmp_path):
     pipeline.check_stages(("cpr", "dafi"))
   with pytest.raises(ValueError, match="unknown"):
     pipeline.check_stages(("dafi", "fan3d"))
-  out = _run("train.py", tmp_path / "w", tmp_path / "d", "--config.stages=('cpr',)")
+  out = _run("train.py", tmp_path / "w", tmp_path / "d", "--config.stages=('cpr',)",
+             config="configs/tiny.py")
   assert out.returncode == 2 and "needs stage dafi" in out.stderr
