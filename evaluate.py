@@ -30,7 +30,7 @@ from ml_collections import config_flags
 from cprfa_jax import cli, mm, pipeline
 from cprfa_jax.data import datasets, tfds_io
 from cprfa_jax.report import provenance
-from cprfa_jax.stages import dafi, dafi_eval, eval_stages, fit_report
+from cprfa_jax.stages import dafi, dafi_eval, eval_stages, fit_eval, fit_report
 from cprfa_jax.train import checkpoint
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -64,10 +64,11 @@ def table_md(title, rows, mark="") -> str:
   lines = [f"### {title}", "",
            "| Method (num. of vert.) | [0°, 30°] | (30°, 60°] | (60°, 90°] | Mean | Std | Failure |",
            "|---|---|---|---|---|---|---|"]
+  pair = lambda n, a: f"{fit_eval.fmt(n)}/{fit_eval.fmt(a, '.1f')}"
   for label, r in rows:
-    cells = [f"{n:.2f}/{a:.1f}" for n, a in zip(r["nme_bins"], r["adr_bins"])]
+    cells = [pair(n, a) for n, a in zip(r["nme_bins"], r["adr_bins"])]
     lines.append(f"| {label} ({r['num_vertices']}){mark} | " + " | ".join(cells) +
-                 f" | {r['nme_mean']:.2f}/{r['adr_mean']:.1f} | {r['nme_std']:.2f}/{r['adr_std']:.1f}"
+                 f" | {pair(r['nme_mean'], r['adr_mean'])} | {pair(r['nme_std'], r['adr_std'])}"
                  f" | {r['failure']:.2f} |")
   return "\n".join(lines) + "\n\nNME (%) / ADR (%) of DAFI vertex detection, as the paper's Table 1.\n"
 
@@ -143,7 +144,7 @@ def checkpoints(config, root, config_file):
   if trained:   # the observer runs the landmark network, and PnP-68 scores it
     steps["landmarks"] = restore(config, root, "landmarks")[1]
   steps.update(reg_steps)
-  statuses = {s: eval_stages.status(config, s, steps[s]) for s in pipeline.ORDER if s in steps}
+  statuses = {s: eval_stages.status(config, s, steps[s], root) for s in pipeline.ORDER if s in steps}
   return unet, trained, statuses
 
 
@@ -175,7 +176,8 @@ def main(argv):
     md = [f"# CPRFA report ({root})\n"] + evaluated_md(meta) + md1 + md2
     config_md = ["## Config\n", "```json", json.dumps(meta["config"], indent=1), "```\n"]
     with open(os.path.join(root, "report.json"), "w") as f:
-      json.dump({**meta, "dafi": dafi_report, "fit": fit_rep}, f, indent=1)
+      json.dump(provenance.strict_json({**meta, "dafi": dafi_report, "fit": fit_rep}), f,
+                indent=1, allow_nan=False)
     with open(os.path.join(root, "report.md"), "w") as f:
       f.write("\n".join(md + config_md))
     log(f"wrote {os.path.join(root, 'report.md')} and report.json")

@@ -105,12 +105,13 @@ def run_stage(config, root, stage, model3d, log=print, config_file="CONFIG"):
     _run_stage(config, root, stage, model3d, log)
   except loop.NonFiniteLossError as e:
     # Name the flag that sets *this* stage's rate and a command that resumes this stage alone.
-    lr = stage_config(config, stage).optim.lr
+    optim = stage_config(config, stage).optim
     raise loop.NonFiniteLossError(
-        f"stage {stage}: {e} To resume it alone with a lower learning rate: python train.py "
+        f"stage {stage}: {e} To resume it alone with a lower learning rate: .venv/bin/python train.py "
         f"--config {config_file} --workdir {root} --config.stages='(\"{stage}\",)' "
-        f"{stage_flag(stage, 'optim.lr')}={lr / 10:g} (or {stage_flag(stage, 'train.on_nonfinite')}"
-        "=rewind to skip the batch)") from e
+        f"{stage_flag(stage, 'optim.lr')}={optim.lr / 10:g} "
+        f"{stage_flag(stage, 'optim.lr_end')}={optim.lr_end / 10:g} (or "
+        f"{stage_flag(stage, 'train.on_nonfinite')}=rewind to skip the batch)") from e
 
 
 def _run_stage(config, root, stage, model3d, log=print):

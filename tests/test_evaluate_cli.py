@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from configs import tiny as tiny_config
 from cprfa_jax.report import provenance
 from cprfa_jax.stages import eval_stages, fit_report
 
@@ -78,7 +79,8 @@ def test_an_unfinished_stage_is_refused_or_marked(tmp_path):
   assert out.returncode == 0, out.stderr[-3000:]
   report = json.loads((work / "report.json").read_text())
   assert report["stages"] == {"dafi": {"step": 4, "num_steps": 8, "unfinished": True,
-                                       "num_steps_flag": "--config.train.num_steps"}}
+                                       "num_steps_flag": "--config.train.num_steps",
+                                       "rewinds": [], "config_changes": []}}
   code = report["code"]
   assert re.fullmatch(r"[0-9a-f]{40}", code["commit"]) and isinstance(code["dirty"], bool)
   assert report["config"]["train"]["num_steps"] == 8 and report["config"]["model"]
@@ -121,3 +123,17 @@ def test_git_state_without_git_or_repository(tmp_path, monkeypatch):
   assert re.fullmatch(r"[0-9a-f]{40}", here["commit"])
   monkeypatch.setenv("PATH", str(tmp_path))           # no git executable at all
   assert provenance.git_state(str(ROOT)) == {"commit": None, "dirty": None}
+
+
+def test_the_report_lists_each_stages_rewinds_and_resumes_with_changes(tmp_path):
+  from cprfa_jax.train import history
+  h = history.History(str(tmp_path / "capu"))
+  (tmp_path / "capu").mkdir()
+  h.write("start", 0)
+  h.write("rewind", 40, restored_step=25, skipped_batch=33, loss=float("nan"), grad_norm=float("nan"))
+  h.write("resume", 50, changed={"optim.lr": [0.003, 0.0003]})
+  st = eval_stages.status(tiny_config.get_config(), "capu", 50, str(tmp_path))
+  assert st["rewinds"] == [{"step": 40, "restored_step": 25, "skipped_batch": 33}]
+  assert st["config_changes"] == [{"step": 50, "changed": {"optim.lr": [0.003, 0.0003]}}]
+  md = eval_stages.table_md({"capu": st})
+  assert "batch 33 at step 40" in md and "optim.lr 0.003 → 0.0003" in md

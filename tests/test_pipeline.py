@@ -74,8 +74,11 @@ def test_report_has_no_nan_and_the_trained_networks_beat_the_untrained(smoke):
   assert not bad, bad
   for set_name in ("synth-aflw", "synth-cofw"):
     t1 = report["dafi"]["sets"][set_name]
-    for subset in ("DAFI", "DAFI all"):
-      assert t1["trained"][subset]["nme_mean"] < t1["untrained"][subset]["nme_mean"], (set_name, subset)
+    # Over all vertices (the 68 landmark vertices are rarely matched at 32 px and 150 steps):
+    # what the trained U-Net matches lies where it should (the untrained one's few matches are
+    # chance codes, as often as the trained one's at this size, so ADR is no test here).
+    trained, untrained = t1["trained"]["DAFI all"], t1["untrained"]["DAFI all"]
+    assert trained["nme_mean"] < 0.5 * untrained["nme_mean"], set_name
     t2 = report["fit"]["sets"][set_name]["methods"]
     assert set(t2) == METHODS
     for name, row in t2.items():
@@ -89,13 +92,14 @@ def test_a_second_run_retrains_nothing(smoke):
   work, data, _, _ = smoke
   again = _run("train.py", work, data)
   assert again.returncode == 0, again.stderr[-3000:]
-  assert "initialised a new run" not in again.stdout and "step " not in again.stdout
+  assert "initialised a new run" not in again.stdout
+  assert not [l for l in again.stdout.splitlines() if l.startswith("step ")]   # no training step
 
 
 @pytest.mark.parametrize("stage, flags", [
-    ("capu", ("--config.cpr.optim.lr=1e-4", "--config.cpr.train.num_steps=153")),
-    ("landmarks", ("--config.lmnet.optim.lr=1e-3", "--config.lmnet.train.num_steps=62")),
-    ("dafi", ("--config.optim.lr=1e-4", "--config.train.num_steps=152")),
+    ("capu", ("--config.cpr.optim.lr=1e-3", "--config.cpr.train.num_steps=153")),
+    ("landmarks", ("--config.lmnet.optim.lr=3e-3", "--config.lmnet.train.num_steps=62")),
+    ("dafi", ("--config.optim.lr=1e-3", "--config.train.num_steps=152")),
 ])
 def test_each_stage_continues_alone_with_another_learning_rate(smoke, stage, flags):
   work, data, _, _ = smoke

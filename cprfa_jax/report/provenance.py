@@ -4,6 +4,7 @@ the command and the config, in a form json.dump accepts."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import shlex
 import subprocess
@@ -31,6 +32,18 @@ def git_state(directory: str) -> dict:
 def jsonable(value):
   """A JSON round trip: tuples become lists, anything json does not know becomes its str."""
   return json.loads(json.dumps(value, default=str))
+
+
+def strict_json(value):
+  """`value` with every NaN / Inf float replaced by None, so json.dump writes standard JSON
+  (null: no value, e.g. an empty |yaw| bin or a subset with no detected vertex)."""
+  if isinstance(value, dict):
+    return {k: strict_json(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [strict_json(v) for v in value]
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  return value
 
 
 def command_line() -> str:

@@ -85,6 +85,16 @@ def decode_set(config, params, model3d, source, num: int):
   return res
 
 
+def _bins_summary(summary) -> tuple[float, float]:
+  """Mean and std (ddof 0) of the bin means that exist: an empty |yaw| bin (synth-cofw has no
+  |yaw| > 60°) or one with no detected vertex at all has no value, as in Table 2. NaN when no
+  bin has one (report.json writes it as null)."""
+  present = summary["bin_mean"][np.isfinite(summary["bin_mean"])]
+  if present.size == 0:
+    return float("nan"), float("nan")
+  return float(present.mean()), float(present.std())
+
+
 def subset_table(decoded, subset_idx) -> dict:
   """Table 1 row for one vertex subset: per-bin NME and ADR (in %), mean, std, failure."""
   det = decoded["detected"][:, subset_idx]
@@ -94,12 +104,13 @@ def subset_table(decoded, subset_idx) -> dict:
   nme_s = metrics.binned_summary(nme, decoded["yaw"], nan_policy="omit")
   adr_s = metrics.binned_summary(rate, decoded["yaw"])
   pct = lambda x: [round(100 * float(v), 2) for v in np.atleast_1d(x)]
+  (nme_mean, nme_std), (adr_mean, adr_std) = _bins_summary(nme_s), _bins_summary(adr_s)
   return {
       "num_vertices": int(len(subset_idx)),
-      "nme_bins": pct(nme_s["bin_mean"]), "nme_mean": pct(nme_s["mean"])[0],
-      "nme_std": pct(nme_s["std"])[0],
-      "adr_bins": pct(adr_s["bin_mean"]), "adr_mean": pct(adr_s["mean"])[0],
-      "adr_std": pct(adr_s["std"])[0],
+      "nme_bins": pct(nme_s["bin_mean"]), "nme_mean": pct(nme_mean)[0],
+      "nme_std": pct(nme_std)[0],
+      "adr_bins": pct(adr_s["bin_mean"]), "adr_mean": pct(adr_mean)[0],
+      "adr_std": pct(adr_std)[0],
       "failure": round(100 * float(metrics.failure_rate(np.nan_to_num(nme, nan=1.0), rate)), 2),
       "images_without_detection": int(nme_s["num_omitted"]),
       "bin_count": [int(c) for c in adr_s["bin_count"]],

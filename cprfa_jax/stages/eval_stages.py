@@ -10,7 +10,7 @@ allows it; then every table row that rests on it says so, in the markdown and in
 from __future__ import annotations
 
 from cprfa_jax.stages import common
-from cprfa_jax.train import checkpoint
+from cprfa_jax.train import checkpoint, history
 
 
 class UnfinishedStageError(ValueError):
@@ -19,8 +19,7 @@ class UnfinishedStageError(ValueError):
 
 def steps_flag(stage: str) -> str:
   """The flag that sets a stage's number of steps."""
-  block = common.STAGE_BLOCKS[stage][0]
-  return f"--config.{block}.train.num_steps" if block else "--config.train.num_steps"
+  return common.stage_flag(stage, "train.num_steps")
 
 
 def restore(config, root: str, stage: str, config_file: str = "CONFIG"):
@@ -35,11 +34,18 @@ def restore(config, root: str, stage: str, config_file: str = "CONFIG"):
         f"first: .venv/bin/python train.py --config {config_file} --workdir {root}") from None
 
 
-def status(config, stage: str, step: int) -> dict:
-  """{step, num_steps, num_steps_flag, unfinished} of a stage's evaluated checkpoint."""
+def status(config, stage: str, step: int, root: str | None = None) -> dict:
+  """{step, num_steps, num_steps_flag, unfinished, rewinds, config_changes} of a stage's
+  evaluated checkpoint; the last two from the stage's history.jsonl (`train.history`): every
+  rewind past a non-finite step, and every resume that changed a schedule key."""
   num = int(common.stage_config(config, stage).train.num_steps)
+  rows = history.History(common.stage_dir(root, stage)).rows() if root else []
   return {"step": int(step), "num_steps": num, "num_steps_flag": steps_flag(stage),
-          "unfinished": int(step) < num}
+          "unfinished": int(step) < num,
+          "rewinds": [{k: r[k] for k in ("step", "restored_step", "skipped_batch") if k in r}
+                      for r in rows if r["event"] == "rewind"],
+          "config_changes": [{"step": r["step"], "changed": r["changed"]}
+                             for r in rows if r["event"] == "resume" and r.get("changed")]}
 
 
 def check_finished(statuses: dict, allow: bool) -> None:
@@ -71,8 +77,14 @@ def mark(stages, statuses: dict) -> tuple[str, dict]:
 
 def table_md(statuses: dict) -> str:
   """report.md's table of the evaluated checkpoints."""
-  lines = ["| Stage | Checkpoint step | Configured steps | |", "|---|---|---|---|"]
+  lines = ["| Stage | Checkpoint step | Configured steps | | Rewinds | Resumed with changes |",
+           "|---|---|---|---|---|---|"]
   for s, st in statuses.items():
+    rewinds = ", ".join(f"batch {r['skipped_batch']} at step {r['step']}"
+                        for r in st.get("rewinds", [])) or "none"
+    changes = "; ".join(f"step {c['step']}: " + ", ".join(f"{k} {a} → {b}" for k, (a, b) in
+                                                       sorted(c["changed"].items()))
+                        for c in st.get("config_changes", [])) or "none"
     lines.append(f"| {s} | {st['step']} | {st['num_steps']} (`{st['num_steps_flag']}`) | "
-                 f"{'**unfinished**' if st['unfinished'] else 'finished'} |")
+                 f"{'**unfinished**' if st['unfinished'] else 'finished'} | {rewinds} | {changes} |")
   return "\n".join(lines) + "\n"

@@ -41,6 +41,9 @@ def validate(config, stage) -> None:
     raise ValueError(f"--config.cpr.kappa={c.kappa} must be in (0, 1]")
   if c.num_stages < 1 or c.num_path < 1:
     raise ValueError("--config.cpr.num_stages and --config.cpr.num_path must be >= 1")
+  if not config.optim.lr_end <= config.optim.lr:
+    raise ValueError(f"--config.cpr.optim.lr_end={config.optim.lr_end} must not exceed "
+                     f"--config.cpr.optim.lr={config.optim.lr}")
   if not 0 <= c.landmark_dropout < 1:
     raise ValueError(f"--config.cpr.landmark_dropout={c.landmark_dropout} must be in [0, 1)")
 

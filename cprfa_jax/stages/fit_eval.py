@@ -182,13 +182,18 @@ def table_row(nme, yaw, failure_nme) -> dict:
           "bin_count": [int(c) for c in s["bin_count"]]}
 
 
+def fmt(value, spec: str = ".2f") -> str:
+  """A table cell: "–" for no value (None or NaN: an empty |yaw| bin, nothing detected)."""
+  return "–" if value is None or not np.isfinite(value) else format(value, spec)
+
+
 def table2_md(title, rows, num_points, labels=None) -> str:
   """The markdown table; `labels`: {method: row label} where it differs from the name."""
   lines = [f"### {title}", "",
            "| Method | [0°, 30°] | (30°, 60°] | (60°, 90°] | Mean | Std | Failure | AUC |",
            "|---|---|---|---|---|---|---|---|"]
   for name, r in rows.items():
-    lines.append(f"| {(labels or {}).get(name, name)} | " + " | ".join("–" if np.isnan(v) else f"{v:.2f}" for v in r["nme_bins"]) +
-                 f" | {r['nme_mean']:.2f} | {r['nme_std']:.2f} | {r['failure']:.2f} | {r['auc']:.3f} |")
+    lines.append(f"| {(labels or {}).get(name, name)} | " + " | ".join(fmt(v) for v in r["nme_bins"]) +
+                 f" | {fmt(r['nme_mean'])} | {fmt(r['nme_std'])} | {r['failure']:.2f} | {r['auc']:.3f} |")
   return "\n".join(lines) + (f"\n\nNME (%) of the {num_points} landmarks, as the paper's Table 2; "
                              "failure: NME > 10%; AUC of the CED up to 10%.\n")
