@@ -15,6 +15,8 @@ import pytest
 
 from cprfa_jax import pipeline
 
+pytestmark = pytest.mark.slow
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 METHODS = {"PnP-68", "PnP + DAFI(C)", "Online LM", "CPR(C)", "CPR-H", "CPRFA (CPR-H + CAPU)",
            "CPRFA, no landmarks"}
