@@ -78,11 +78,6 @@ def config_changes(saved: dict, current: dict):
   return refused, changed
 
 
-def config_differences(saved: dict, current: dict) -> list[str]:
-  """The keys `config_changes` refuses."""
-  return config_changes(saved, current)[0]
-
-
 def _check_config(mngr: ocp.CheckpointManager, step: int, config: dict) -> dict:
   """Raises ConfigMismatchError naming the keys (and values) in which the checkpoint's config
   differs from `config` in a way that changes the parameters' meaning; returns the allowed
@@ -98,15 +93,6 @@ def _check_config(mngr: ocp.CheckpointManager, step: int, config: dict) -> dict:
   return changed
 
 
-def restore_latest(mngr: ocp.CheckpointManager, abstract_state, config: dict):
-  """(state, step) of the latest checkpoint, or (None, 0) if there is none.
-
-  `abstract_state` (e.g. `jax.eval_shape` of the init, with shardings) tells orbax the target
-  structure, dtypes and shardings. Raises ConfigMismatchError if the saved config differs.
-  """
-  return restore_step(mngr, mngr.latest_step(), abstract_state, config)[:2]
-
-
 def restore_step(mngr: ocp.CheckpointManager, step, abstract_state, config: dict):
   """(state, step, allowed config changes) of checkpoint `step`, or (None, 0, {}) for None."""
   if step is None:
@@ -118,7 +104,7 @@ def restore_step(mngr: ocp.CheckpointManager, step, abstract_state, config: dict
 
 def restore_params(workdir: str, config: dict, step: int | None = None):
   """(params, step) of a workdir's checkpoint (latest by default) for evaluation, checked
-  against the config like `restore_latest`; raises FileNotFoundError naming the workdir if
+  against the config like `restore_step`; raises FileNotFoundError naming the workdir if
   there is none."""
   mngr = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
                                options=ocp.CheckpointManagerOptions(read_only=True),

@@ -142,7 +142,7 @@ class _Run:
   them."""
 
   def __init__(self, config, workdir, init_fn, loss_fn, batches, mngr, mesh, tx, log):
-    self.config, self.tcfg, self.workdir, self.log = config, config.train, workdir, log
+    self.tcfg, self.workdir, self.log = config.train, workdir, log
     self.batches, self.mngr, self.mesh = batches, mngr, mesh
     self.schedule = make_schedule(config.optim, config.train.num_steps)
     self.history = history.History(workdir)
@@ -189,7 +189,7 @@ class _Run:
     state, start, changed = checkpoint.restore_step(mngr, mngr.latest_step(), abstract,
                                                     self.config_dict)
     if state is None:
-      state = jax.jit(self._init(pending), out_shardings=self.state_sharding)(self.rng0)
+      state, start = self._restore(None, pending, abstract)
       self.log(f"initialised a new run in {self.workdir}")
       self.history.write("start", 0, config=self.config_dict)
     else:
