@@ -13,85 +13,29 @@ import pytest
 import cv2
 import scipy.io
 
+import real_fixtures
+
 from cprfa_jax.data import real, schema, tfds_io
 from cprfa_jax.geometry.projection import (pose_from_pose_para, project, project_pose_para,
                                            to_pixels)
 from cprfa_jax.mm.bfm import load_bfm_3ddfa
 from cprfa_jax.mm.model import shape
 
-NX, NY, SIZE = 15, 20, 64
+SIZE = 64
 
 
 @pytest.fixture(scope="module")
 def bfm(tmp_path_factory):
-  rng = np.random.default_rng(0)
-  gx, gy = np.meshgrid(np.linspace(-1, 1, NX), np.linspace(-1, 1, NY))
-  mean = np.stack([7e4 * gx, 9e4 * gy, 5e4 * (1 - 0.5 * (gx**2 + gy**2))], -1).reshape(-1, 3)
-  mean += [1.2e3, 8e3, -3e4]
-  idx = np.arange(NX * NY).reshape(NY, NX)
-  a, b, c, d = idx[:-1, :-1], idx[:-1, 1:], idx[1:, :-1], idx[1:, 1:]
-  tri = np.concatenate([np.stack([a, b, d], -1).reshape(-1, 3),
-                        np.stack([a, d, c], -1).reshape(-1, 3)])
-  lm = rng.permutation(NX * NY)[:68]
-  raw = {"u": mean.reshape(-1, 1).astype(np.float32),
-         "w_shp": (np.linalg.qr(rng.normal(size=(3 * NX * NY, 199)))[0] * 2e4).astype(np.float32),
-         "w_exp": (rng.normal(size=(3 * NX * NY, 29)) * 3e2).astype(np.float32),
-         "tri": (tri + 1).T.astype(np.float64),
-         "keypoints": (3 * lm[:, None] + np.arange(3)).reshape(1, -1).astype(np.float64),
-         "sigma": rng.uniform(0.5, 3.0, (199, 1)), "sigma_exp": rng.uniform(0.5, 3.0, (29, 1))}
   path = tmp_path_factory.mktemp("bfm") / "bfm_3ddfa.mat"
-  scipy.io.savemat(path, raw)
+  raw = real_fixtures.make_bfm(path)
   return path, load_bfm_3ddfa(path), raw
 
 
-def _rot(pitch, yaw, roll):
-  """data-formats §1: R = Rx(pitch) Ry(yaw) Rz(roll), with its (transposed) matrices."""
-  c, s = np.cos, np.sin
-  rx = np.array([[1, 0, 0], [0, c(pitch), s(pitch)], [0, -s(pitch), c(pitch)]])
-  ry = np.array([[c(yaw), 0, -s(yaw)], [0, 1, 0], [s(yaw), 0, c(yaw)]])
-  rz = np.array([[c(roll), s(roll), 0], [-s(roll), c(roll), 0], [0, 0, 1]])
-  return rx @ ry @ rz
-
-
-def _write_example(stem, raw, rng, pts2d=21, h=450):
-  """One format-exact jpg + .mat pair at `stem` (a path without suffix)."""
-  n = raw["u"].size // 3
-  shp = rng.normal(size=199) * raw["sigma"][:, 0]
-  exp = rng.normal(size=29) * raw["sigma_exp"][:, 0]
-  pp = np.array([[rng.uniform(-0.4, 0.4), rng.uniform(-1.2, 1.2), rng.uniform(-0.3, 0.3),
-                  rng.uniform(200, 250), rng.uniform(200, 250), rng.uniform(-50, 50),
-                  rng.uniform(1.1e-3, 1.5e-3)]], np.float32)
-  p = pp[0].astype(np.float64)
-  x_3xn = (raw["u"][:, 0] + raw["w_shp"] @ shp + raw["w_exp"] @ exp).reshape(n, 3).T
-  v = p[6] * _rot(*p[:3]) @ x_3xn + p[3:6, None]
-  lm = raw["keypoints"][0, 0::3].astype(int) // 3
-  pt3d = np.stack([v[0, lm], h + 1 - v[1, lm], v[2, lm]]).astype(np.float32)
-  image = cv2.GaussianBlur(rng.integers(0, 256, (h, h, 3)).astype(np.uint8), (0, 0), 3)
-  stem.parent.mkdir(parents=True, exist_ok=True)
-  cv2.imwrite(str(stem.with_suffix(".jpg")), image)
-  scipy.io.savemat(stem.with_suffix(".mat"), {
-      "pt3d_68": pt3d, "pt2d": np.where(rng.random((2, pts2d)) < 0.1, -1.0,
-                                        rng.uniform(0, h, (2, pts2d))),
-      "Pose_Para": pp, "Shape_Para": shp[:, None], "Exp_Para": exp[:, None],
-      "Tex_Para": rng.normal(size=(199, 1)), "Color_Para": np.ones((1, 7), np.float32),
-      "Illum_Para": rng.normal(size=(1, 10)), "roi": np.array([[100, 90, 360, 380]], np.int16)})
+_write_example, splat_render = real_fixtures.write_example, real_fixtures.splat_render
 
 
 def _aflw(root, raw, n=4, seed=1):
-  rng = np.random.default_rng(seed)
-  for i in range(n):
-    _write_example(root / f"image{i + 2:05d}", raw, rng)
-  return root
-
-
-def splat_render(model, verts_Vx3, pose_6, hw):
-  """Test stand-in for the renderer: each vertex's PNCC code at its rounded pixel."""
-  pix = np.round(np.asarray(to_pixels(project(verts_Vx3, pose_6), hw))).astype(int)
-  ok = (pix >= 0).all(1) & (pix[:, 0] < hw[1]) & (pix[:, 1] < hw[0])
-  dafi, mask = np.zeros((*hw, 3), np.float32), np.zeros(hw, bool)
-  dafi[pix[ok, 1], pix[ok, 0]] = np.asarray(model.pncc_Vx3)[ok]
-  mask[pix[ok, 1], pix[ok, 0]] = True
-  return dafi, mask
+  return real_fixtures.write_aflw2000(root, raw, n, seed)
 
 
 def _reader(dataset, root, model, **kw):
