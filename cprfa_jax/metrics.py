@@ -288,3 +288,90 @@ def failure_rate(nme_B, detection_rate_B=None, nme_threshold=0.10,
                        f"and {r_B.shape}.")
     fail_B |= ~(r_B >= detection_threshold)
   return float(fail_B.mean())
+
+
+# ---------------------------------------------------------------------------------------------
+# Benchmark protocols: AFLW (21 points), COFW-68 (51 inner points), as the field scores them
+# ---------------------------------------------------------------------------------------------
+
+# 3DDFA's `benchmark_aflw.py` (`ind_68to21`): each of AFLW's 21 points is the mean of these
+# 1-based iBUG indices of a 68-point prediction (the two eye centres and the mouth centre are
+# means). `../shared/data-formats.md` §4.
+AFLW21_FROM_IBUG68 = ((18,), (20,), (22,), (23,), (25,), (27,), (37,), tuple(range(37, 43)),
+                      (40,), (43,), tuple(range(43, 49)), (46,), (3,), (32,), (31,), (36,),
+                      (15,), (49,), tuple(range(61, 69)), (55,), (9,))
+COFW_INNER_51 = np.arange(17, 68)          # iBUG 18-68 (1-based): COFW-68's scored points
+RIGHT_EYE, LEFT_EYE = np.arange(36, 42), np.arange(42, 48)   # iBUG 37-42, 43-48 (1-based)
+PROTOCOLS = ("aflw21", "cofw68")
+
+
+def aflw21_matrix() -> np.ndarray:
+  """(21, 68) averaging matrix: `M @ points_68x2` gives AFLW's 21 points."""
+  m = np.zeros((21, 68), np.float32)
+  for i, group in enumerate(AFLW21_FROM_IBUG68):
+    m[i, np.asarray(group) - 1] = 1.0 / len(group)
+  return m
+
+
+def aflw21_from_68(points_Bx68x2) -> jnp.ndarray:
+  """AFLW's 21 points from 68 iBUG points: (..., 68, 2) -> (..., 21, 2)."""
+  pts = _as_float(points_Bx68x2)
+  if pts.shape[-2:] != (68, 2):
+    raise ValueError(f"points_Bx68x2 must have shape (..., 68, 2); got {tuple(pts.shape)}.")
+  return jnp.einsum("kl,...lc->...kc", jnp.asarray(aflw21_matrix(), pts.dtype), pts)
+
+
+def interocular_distance(points_Bx68x2) -> jnp.ndarray:
+  """Distance between the eye centres (mean of iBUG 37-42 and of 43-48): (..., 68, 2) -> (...).
+  COFW-68's own benchmark normaliser."""
+  pts = _as_float(points_Bx68x2)
+  if pts.shape[-2:] != (68, 2):
+    raise ValueError(f"points_Bx68x2 must have shape (..., 68, 2); got {tuple(pts.shape)}.")
+  d = jnp.mean(pts[..., RIGHT_EYE, :], -2) - jnp.mean(pts[..., LEFT_EYE, :], -2)
+  return jnp.sqrt(jnp.sum(jnp.square(d), -1))
+
+
+def nme_by(pred_BxLx2, gt_BxLx2, norm_B, visible_BxL=None) -> jnp.ndarray:
+  """Mean point error over `norm_B` (any normaliser, e.g. `interocular_distance`): (B,).
+  NaN where the normaliser is not positive or no point is counted, as `nme`."""
+  pred, gt = _as_float(pred_BxLx2), _as_float(gt_BxLx2)
+  _check_points("pred_BxLx2", pred)
+  if gt.shape != pred.shape:
+    raise ValueError(f"pred_BxLx2 and gt_BxLx2 must have the same shape; got "
+                     f"{tuple(pred.shape)} and {tuple(gt.shape)}.")
+  mask = (jnp.ones(pred.shape[:-1], bool) if visible_BxL is None
+          else jnp.asarray(visible_BxL).astype(bool))
+  err = jnp.sqrt(jnp.sum(jnp.square(pred - gt), -1))
+  n = jnp.sum(mask, -1)
+  mean = jnp.sum(jnp.where(mask, err, 0.0), -1) / jnp.maximum(n, 1)
+  norm = _as_float(norm_B)
+  ok = (n > 0) & (norm > 0)
+  return jnp.where(ok, mean / jnp.where(ok, norm, 1.0), jnp.nan)
+
+
+def aflw21_nme(pred_Bx68x2, gt21_Bx21x2, valid_Bx21, box68_Bx68x2) -> jnp.ndarray:
+  """3DDFA's AFLW NME: the prediction's 21 points against the annotated ones (`valid`: both
+  coordinates != -1 in `AFLW_GT_pts21.npy`), over sqrt(w h) of the 68-point box
+  (`AFLW_GT_pts68.npy`). (B,)."""
+  return nme(aflw21_from_68(pred_Bx68x2), gt21_Bx21x2, valid_Bx21, box68_Bx68x2)
+
+
+def cofw68_nme(pred_Bx68x2, gt_Bx68x2, occluded_Bx68=None, normaliser="box",
+               include_occluded=True) -> jnp.ndarray:
+  """COFW-68 NME over the 51 inner points (iBUG 18-68). normaliser "box": sqrt(w h) of the 68
+  ground-truth points' box (3DDFA's, the paper's); "interocular": the eye-centre distance
+  (the benchmark's own script). Occluded points count unless `include_occluded=False`
+  (the benchmark's default includes them). (B,)."""
+  gt = _as_float(gt_Bx68x2)
+  if gt.shape[-2:] != (68, 2):
+    raise ValueError(f"gt_Bx68x2 must have shape (..., 68, 2); got {tuple(gt.shape)}.")
+  mask = jnp.broadcast_to(jnp.isin(jnp.arange(68), COFW_INNER_51), gt.shape[:-1])
+  if not include_occluded:
+    if occluded_Bx68 is None:
+      raise ValueError("include_occluded=False needs occluded_Bx68.")
+    mask = mask & ~jnp.asarray(occluded_Bx68).astype(bool)
+  if normaliser == "box":
+    return nme(pred_Bx68x2, gt, mask, gt)
+  if normaliser == "interocular":
+    return nme_by(pred_Bx68x2, gt, interocular_distance(gt), mask)
+  raise ValueError(f"normaliser must be 'box' or 'interocular'; got {normaliser!r}.")

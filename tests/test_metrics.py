@@ -275,3 +275,82 @@ def test_failure_rate():
   assert metrics.failure_rate(e, r) == pytest.approx(want)
   with pytest.raises(ValueError, match=r"\(100,\) and \(99,\)"):
     metrics.failure_rate(e, r[:99])
+
+
+# --- benchmark protocols: AFLW 21 points, COFW-68 -------------------------------------------
+
+AFLW_GROUPS_1BASED = [[18], [20], [22], [23], [25], [27], [37], [37, 38, 39, 40, 41, 42], [40],
+                      [43], [43, 44, 45, 46, 47, 48], [46], [3], [32], [31], [36], [15], [49],
+                      [61, 62, 63, 64, 65, 66, 67, 68], [55], [9]]
+
+
+def ref_aflw21_nme(pred68, gt21, valid, box68):
+  """3DDFA's benchmark_aflw.calc_nme as a loop (points as (L, 2) here)."""
+  out = []
+  for b in range(len(pred68)):
+    est = np.array([pred68[b, [j - 1 for j in g]].mean(0) for g in AFLW_GROUPS_1BASED])
+    w = box68[b, :, 0].max() - box68[b, :, 0].min()
+    h = box68[b, :, 1].max() - box68[b, :, 1].min()
+    errs = [math.hypot(*(est[i] - gt21[b, i])) for i in range(21) if valid[b, i]]
+    out.append(np.mean(errs) / math.sqrt(w * h))
+  return np.array(out)
+
+
+def test_aflw21_from_68_averages_the_groups():
+  pred = np.random.default_rng(0).uniform(0, 100, (3, 68, 2))
+  got = np.asarray(metrics.aflw21_from_68(pred))
+  for i, g in enumerate(AFLW_GROUPS_1BASED):
+    np.testing.assert_allclose(got[:, i], pred[:, [j - 1 for j in g]].mean(1), **TOL)
+  np.testing.assert_allclose(metrics.aflw21_matrix().sum(1), 1.0, **TOL)
+
+
+def test_aflw21_nme_matches_3ddfas_loop():
+  rng = np.random.default_rng(1)
+  pred, box = rng.uniform(0, 120, (5, 68, 2)), rng.uniform(0, 120, (5, 68, 2))
+  gt21 = rng.uniform(0, 120, (5, 21, 2))
+  valid = rng.random((5, 21)) < 0.7
+  gt21_nan = np.where(valid[..., None], gt21, np.nan)     # not annotated: any value
+  np.testing.assert_allclose(metrics.aflw21_nme(pred, gt21_nan, valid, box),
+                             ref_aflw21_nme(pred, gt21, valid, box), rtol=1e-5)
+
+
+def test_aflw21_nme_hand_computed():
+  # A prediction whose 21 points are the ground truth moved by (3, 4): error 5 at every
+  # annotated point; the 68-point box is 40 x 10, sqrt(w h) = 20: NME 5 / 20 = 0.25.
+  pred = np.zeros((1, 68, 2))
+  gt21 = np.asarray(metrics.aflw21_from_68(pred)) - [3.0, 4.0]
+  box = np.zeros((1, 68, 2))
+  box[0, 1] = [40.0, 10.0]
+  valid = np.zeros((1, 21), bool)
+  valid[0, [0, 7, 20]] = True
+  assert float(metrics.aflw21_nme(pred, gt21, valid, box)[0]) == pytest.approx(0.25)
+
+
+def test_cofw68_nme_box_and_interocular():
+  rng = np.random.default_rng(2)
+  gt, pred = rng.uniform(0, 100, (4, 68, 2)), rng.uniform(0, 100, (4, 68, 2))
+  occ = rng.random((4, 68)) < 0.4
+  inner = np.zeros((4, 68), bool)
+  inner[:, 17:] = True
+  np.testing.assert_allclose(metrics.cofw68_nme(pred, gt, occ), ref_nme(pred, gt, inner), **TOL)
+  io = [math.dist(gt[b, 36:42].mean(0), gt[b, 42:48].mean(0)) for b in range(4)]
+  err = [np.mean([math.dist(pred[b, i], gt[b, i]) for i in range(17, 68)]) for b in range(4)]
+  np.testing.assert_allclose(metrics.cofw68_nme(pred, gt, occ, "interocular"),
+                             np.array(err) / io, rtol=1e-5)
+  vis_err = [np.mean([math.dist(pred[b, i], gt[b, i]) for i in range(17, 68) if not occ[b, i]])
+             for b in range(4)]
+  np.testing.assert_allclose(metrics.cofw68_nme(pred, gt, occ, "interocular", False),
+                             np.array(vis_err) / io, rtol=1e-5)
+  with pytest.raises(ValueError, match="normaliser must be"):
+    metrics.cofw68_nme(pred, gt, occ, "eyes")
+
+
+def test_interocular_hand_computed():
+  pts = np.zeros((68, 2))
+  pts[36:42] = [10.0, 20.0]
+  pts[42:48] = [40.0, 60.0]
+  assert float(metrics.interocular_distance(pts)) == pytest.approx(50.0)
+  # Only the jaw (not scored) is wrong: COFW's 51-point NME is 0.
+  pred = pts.copy()
+  pred[:17] += 100.0
+  assert float(metrics.cofw68_nme(pred[None], pts[None], normaliser="interocular")[0]) == 0.0
