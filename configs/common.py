@@ -31,7 +31,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.augment = False           # §3.2 rotation/translation/scale (for real training sets)
   c.data.eval_sets = ("synth-aflw",)
   c.data.num_eval = 0              # 0: the whole set
-  c.data.num_reference = 200       # reference images for vertex selection (§3.1)
+  # §3.1's reference images for vertex selection: for a tfds data.train, this many training
+  # examples are held out of training (the paper: ~1%); synthetic runs render their own.
+  c.data.num_reference = 200
+  c.data.loader_threads = 4        # tfds data.train: Grain read/augment threads per process
+  c.data.loader_workers = 0        # ... or worker processes (Grain mp_prefetch) when > 0
 
   # Stage dafi: the HS-U-Net, trained with the top-level train / optim.
   c.unet = ml_collections.ConfigDict()

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import os
 
+import jax
 import numpy as np
 
-from cprfa_jax.data import datasets
+from cprfa_jax.data import streams
 from cprfa_jax.stages import dafi, dafi_eval, fit, landmarks, observe
 from cprfa_jax.stages.common import stage_config, stage_flag, stage_dir
 from cprfa_jax.train import checkpoint, loop
@@ -46,17 +47,24 @@ def selection_file(root) -> str:
 
 
 def ensure_selection(config, root, model3d, log=print) -> dict:
-  """§2.2's vertex selection with the trained U-Net on the reference set (1% of the training
-  data in the paper, `data.num_reference` images here); computed once, then read back."""
+  """§2.2's vertex selection with the trained U-Net on the reference set (§3.1: the ~1% of the
+  training images held out of training, `data.num_reference` of them; `data.streams`),
+  computed once, then read back."""
   path = selection_file(root)
   if not os.path.exists(path):
-    ref = datasets.ensure_set(model3d, "reference", config.data.data_dir, config.data.image_size,
-                              config.data.num_reference)
+    ref = streams.reference_set(config, model3d, log)
     decoded = dafi_eval.decode_set(config, params_of(config, root, "dafi"), model3d, ref, len(ref))
     sel = dafi_eval.select_vertices(decoded, model3d, config.eval.num_selected,
                                     config.eval.accuracy_tau, config.seed)
-    np.savez(path, **sel)
-    log(f"selected C = {config.eval.num_selected} vertices on {len(ref)} reference images: {path}")
+    # Every process computes the same selection; one writes it (a shared workdir).
+    if jax.process_index() == 0:
+      tmp = path + ".tmp.npz"
+      np.savez(tmp, **sel)
+      os.replace(tmp, path)
+      log(f"selected C = {config.eval.num_selected} vertices on {len(ref)} reference images "
+          f"({config.data.train}): {path}")
+    else:
+      return sel
   with np.load(path) as f:
     sel = dict(f)
   if sel["selected"].shape != (config.eval.num_selected,):

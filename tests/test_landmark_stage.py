@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from configs import tiny
 from cprfa_jax import mm
 from cprfa_jax.models import landmark_net as ln
-from cprfa_jax.stages import common, dafi, landmarks
+from cprfa_jax.stages import common, landmarks
 from cprfa_jax.train import loop
 
 
@@ -153,14 +153,6 @@ def test_run_then_resume_to_more_steps(tmp_path, model3d):
   steps = [r["step"] for r in _metrics(tmp_path)]
   assert steps[-2:] == [2, 4]   # the resumed run logged step 4 only: it did not redo 1-2
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(state.params))
-
-
-def test_record_stream_stacks_the_stage_keys(model3d):
-  """The tfds path: dafi's record stream, asked for this stage's keys only."""
-  exs = [{"image": np.full((32, 32, 3), i, np.uint8), "landmarks": np.full((68, 2), i, np.float32),
-          "dafi": np.zeros((32, 32, 3), np.float32)} for i in range(6)]
-  batch = next(dafi._RecordStream(exs, 4, 0, 0, False, 0, keys=landmarks.KEYS))
-  assert set(batch) == set(landmarks.KEYS) and batch["landmarks"].shape == (4, 68, 2)
 
 
 @pytest.mark.parametrize("field, value, flag", [

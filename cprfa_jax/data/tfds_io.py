@@ -230,3 +230,32 @@ def read_dataset(name: str, data_dir, split: str = "test", version: str | None =
   spec = {k: (tuple(f.shape), np.dtype(f.np_dtype))
           for k, f in builder.info.features.items()}
   return ExampleSource(source, dict(builder.info.metadata or {}), spec, path)
+
+
+# metadata.json key -> what of the model (or config) it must equal. Sets written before a key
+# existed lack it and are not checked on it; a key that is present and differs is an error.
+_MODEL_FACTS = {"model": lambda m: m.name, "num_vertices": lambda m: m.num_vertices,
+                "num_id": lambda m: m.num_id, "num_exp": lambda m: m.num_exp}
+
+
+def check_model(source: ExampleSource, model3d, image_size: int, what: str) -> None:
+  """Raises ValueError (one line, naming both) if a set's metadata or features disagree with the
+  config's model or image size: its alpha, DAFIs and landmarks would mean something else.
+  `what` names the set in the message, e.g. "--config.data.train=tfds:cprfa_300wlp_256"."""
+  meta, spec = source.metadata, source.spec
+  found = {k: meta[k] for k in _MODEL_FACTS if k in meta}
+  want = {k: f(model3d) for k, f in _MODEL_FACTS.items() if k in found}
+  # The features themselves carry K, E and the image size, whatever the metadata says.
+  if "alpha_id" in spec:
+    found["num_id"], want["num_id"] = spec["alpha_id"][0][0], model3d.num_id
+  if "alpha_exp" in spec:
+    found["num_exp"], want["num_exp"] = spec["alpha_exp"][0][0], model3d.num_exp
+  if "image" in spec:
+    found["image_size"], want["image_size"] = spec["image"][0][0], image_size
+  bad = sorted(k for k in want if found[k] != want[k])
+  if bad:
+    raise ValueError(
+        f"{what} ({source.path}) was built for " + ", ".join(f"{k}={found[k]!r}" for k in bad) +
+        " but the config has " + ", ".join(f"{k}={want[k]!r}" for k in bad) +
+        ": rebuild the set with this model and --image-size, or set --config.model / "
+        "--config.data.image_size to match it")

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cprfa_jax.data import augment, datasets, tfds_io
+from cprfa_jax.data import augment, streams
 from cprfa_jax.models.hs_unet import HSUNet, hs_unet_loss
 from cprfa_jax.train import loop
 
@@ -29,8 +29,7 @@ def validate(config) -> None:
   if not config.optim.lr_end <= config.optim.lr:
     raise ValueError(f"--config.optim.lr_end={config.optim.lr_end} must not exceed "
                      f"--config.optim.lr={config.optim.lr}")
-  if not (config.data.train == "synthetic" or config.data.train.startswith("tfds:")):
-    raise ValueError(f"--config.data.train={config.data.train!r}: use 'synthetic' or 'tfds:NAME'")
+  streams.check_data_train(config)
 
 
 def network(config) -> HSUNet:
@@ -76,21 +75,9 @@ class _RecordStream:
     return {key: np.stack([e[key] for e in exs]) for key in self.keys}
 
 
-def train_batches(config, model3d, keys=KEYS):
-  """batches(start_step) -> iterator of host batches for steps start+1, ... (see loop.train),
-  stacking `keys` (each image stage passes its own)."""
-  b, offset = _host_slice(config.train.batch_size)
-
-  def batches(start):
-    if config.data.train == "synthetic":
-      # Only the keys this stage uses are stacked and cross to the device.
-      return datasets.TrainStream(model3d, b, config.data.image_size, start_batch=start,
-                                  host=(offset, jax.process_count()), keys=keys)
-    name = config.data.train.split(":", 1)[1]
-    source = tfds_io.read_dataset(name, config.data.data_dir, split="train")
-    return _RecordStream(source, b, config.seed, start, config.data.augment, offset, keys=keys)
-
-  return batches
+def train_batches(config, model3d):
+  """batches(start_step) -> iterator of host batches for steps start+1, ... (`data.streams`)."""
+  return streams.batches_fn(config, model3d, KEYS)
 
 
 def stage_fns(config):

@@ -6,7 +6,8 @@ rendered faces.
 * capu  : CPR-H + CAPU = CPRFA: round 2 (Eq. 5-7) trained on top of the frozen CPR-H, as the
           paper trains "a different set of networks for consistency-aware parameter updating".
 
-Training data: the synthetic stream rendered on the fly, seen through the trained HS-U-Net (or
+Training data: `config.data.train` (the synthetic stream or a tfds set such as 300W-LP, the
+same batches as the other stages, `data.streams`), seen through the trained HS-U-Net (or
 corrupted ground-truth DAFIs, `cpr.dafi_source`) and the landmark network, decoded on the host
 (`observe`). The loss (§3.2 leaves it open; the issue asks for "projected vertices plus the
 parameters"): after every stage q of the trained round, the mean distance between the
@@ -21,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cprfa_jax.data import datasets
+from cprfa_jax.data import streams
 from cprfa_jax.numerics import safe_norm
 from cprfa_jax.models.cpr_regressor import CprRegressor, Observations, generated_points
 from cprfa_jax.train import loop
@@ -110,20 +111,20 @@ def stage_fns(config, model3d, stage, sel_C, layout_3xN, frozen_round1=None):
   return init_fn, loss_fn
 
 
-class FitStream:
-  """Training batches for the regressors: rendered examples (deterministic per batch index, as
-  `datasets.TrainStream`) turned into observations by `observe_fn(batch, k) -> dict`."""
+class Observed:
+  """Training batches for the regressors: the stage's batches of `config.data.train`
+  (`data.streams`, the images every stage trains on) turned into observations by
+  `observe_fn(batch, k) -> dict` (the trained U-Net's DAFIs of those images, decoded, and the
+  landmark network's points), with the true parameters as targets."""
 
-  def __init__(self, model3d, batch_size, image_size, start_batch, observe_fn, host=(0, 1)):
-    self._stream = datasets.TrainStream(model3d, batch_size, image_size, start_batch=start_batch,
-                                        host=host, keys=STREAM_KEYS)
-    self._observe, self._k = observe_fn, start_batch
+  def __init__(self, batches, start_batch, observe_fn):
+    self._batches, self._observe, self._k = batches, observe_fn, start_batch
 
   def __iter__(self):
     return self
 
   def __next__(self):
-    b = next(self._stream)
+    b = next(self._batches)
     out = self._observe(b, self._k)
     self._k += 1
     out["alpha"] = np.concatenate([b["alpha_id"], b["alpha_exp"]], axis=1).astype(np.float32)
@@ -131,7 +132,8 @@ class FitStream:
     return out
 
   def close(self):
-    self._stream.close()
+    if hasattr(self._batches, "close"):
+      self._batches.close()
 
 
 def run(config, workdir, model3d, stage, sel_C, layout_3xN, observe_fn, frozen_round1=None,
@@ -139,8 +141,7 @@ def run(config, workdir, model3d, stage, sel_C, layout_3xN, observe_fn, frozen_r
   """Trains one regressor stage; returns the final TrainState."""
   validate(config, stage)
   init_fn, loss_fn = stage_fns(config, model3d, stage, sel_C, layout_3xN, frozen_round1)
-  n, p = jax.process_count(), jax.process_index()
   if batches is None:
-    batches = lambda start: FitStream(model3d, config.train.batch_size // n,
-                                      config.data.image_size, start, observe_fn, host=(p, n))
+    source = streams.batches_fn(config, model3d, STREAM_KEYS)
+    batches = lambda start: Observed(source(start), start, observe_fn)
   return loop.train(config, workdir, init_fn, loss_fn, batches, log=log)

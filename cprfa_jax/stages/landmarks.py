@@ -12,9 +12,9 @@ import functools
 
 import jax
 
+from cprfa_jax.data import streams
 from cprfa_jax.models import landmark_net
 from cprfa_jax.models.landmark_net import STRIDE, LandmarkNet
-from cprfa_jax.stages import dafi
 from cprfa_jax.stages.dafi import preprocess
 from cprfa_jax.train import loop
 
@@ -38,8 +38,7 @@ def validate(config) -> None:
   if not config.optim.lr_end <= config.optim.lr:
     raise ValueError(f"--config.lmnet.optim.lr_end={config.optim.lr_end} must not exceed "
                      f"--config.lmnet.optim.lr={config.optim.lr}")
-  if not (config.data.train == "synthetic" or config.data.train.startswith("tfds:")):
-    raise ValueError(f"--config.data.train={config.data.train!r}: use 'synthetic' or 'tfds:NAME'")
+  streams.check_data_train(config)
 
 
 def network(config) -> LandmarkNet:
@@ -47,8 +46,9 @@ def network(config) -> LandmarkNet:
 
 
 def train_batches(config, model3d):
-  """The U-Net stage's batch source (synthetic stream or a tfds set), stacking image and landmarks."""
-  return dafi.train_batches(config, model3d, keys=KEYS)
+  """The batches of `config.data.train` every stage trains on (`data.streams`): image and
+  landmarks."""
+  return streams.batches_fn(config, model3d, KEYS)
 
 
 def stage_fns(config):
