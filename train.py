@@ -38,8 +38,8 @@ def main(argv):
     cli.fail("train.py", f"unexpected arguments {argv[1:]}; config values go as --config.KEY=VALUE")
   logging.set_verbosity(logging.ERROR)  # orbax's INFO/WARNING lines would bury the progress
   config = _CONFIG.value
-  sharding.maybe_initialize_distributed(config.distributed)
   try:
+    sharding.maybe_initialize_distributed(config.distributed)
     pipeline.check_stages(config.stages)
     model3d = mm.load_model(config.model)
     pipeline.run(config, _WORKDIR.value, model3d, log=functools.partial(print, flush=True),

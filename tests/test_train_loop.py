@@ -1,16 +1,18 @@
 """The shared training loop on a tiny least-squares problem (milliseconds per step): resume with
 changed schedule keys (recorded in history.jsonl), refusal of keys that change the parameters'
-meaning, and `train.on_nonfinite="rewind"` past an injected NaN batch."""
+meaning, `train.on_nonfinite="rewind"` past an injected NaN batch, and the pieces of a
+multi-process run that one process can check (the real one: tests/test_multihost.py)."""
 
 import json
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from cprfa_jax.train import checkpoint, history, loop
+from cprfa_jax.train import checkpoint, history, loop, sharding
 
 W_TRUE = np.array([1.0, -2.0, 0.5], np.float32)
 
@@ -136,3 +138,35 @@ def test_without_identity_keys_only_schedule_keys_may_change():
 def test_first_batch_index_is_the_next_unskipped_index(step, skipped):
   unskipped = [k for k in range(1, 100) if k not in skipped]
   assert history.first_batch_index(step, skipped) == unskipped[step]
+
+
+def test_distributed_args_come_from_the_environment():
+  env = {"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234", "JAX_NUM_PROCESSES": "2",
+         "JAX_PROCESS_ID": "1"}
+  assert sharding.distributed_args(env) == dict(coordinator_address="10.0.0.1:1234",
+                                                num_processes=2, process_id=1)
+  assert sharding.distributed_args({}) == {}   # a cluster JAX detects (Slurm, Open MPI, TPU)
+  assert sharding.distributed_args({"JAX_COORDINATOR_ADDRESS": "h:1"}) == {}   # jax reads it
+  with pytest.raises(ValueError, match="JAX_PROCESS_ID set but not JAX_NUM_PROCESSES"):
+    sharding.distributed_args({"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_PROCESS_ID": "0"})
+  with pytest.raises(ValueError, match=r"JAX_PROCESS_ID=2 must be in \[0, JAX_NUM_PROCESSES=2\)"):
+    sharding.distributed_args(dict(env, JAX_PROCESS_ID="2"))
+
+
+def test_only_process_0_writes_the_history_but_every_process_knows_the_rewinds(tmp_path,
+                                                                              monkeypatch):
+  h0 = history.History(str(tmp_path))
+  h0.write("rewind", 5, skipped_batch=5)
+  monkeypatch.setattr(history.jax, "process_index", lambda: 1)
+  h1 = history.History(str(tmp_path))
+  h1.write("rewind", 9, skipped_batch=9)   # written by process 0 (here: not at all)
+  assert [r["skipped_batch"] for r in h1.rows()] == [5]
+  assert h1.skipped_batches() == [5, 9]
+
+
+def test_restored_params_sit_on_one_local_device(tmp_path):
+  train(tmp_path, config(num_steps=2), source())
+  params, step = checkpoint.restore_params(str(tmp_path), config(num_steps=2).to_dict())
+  assert step == 2
+  assert {x.sharding for x in jax.tree.leaves(params)} == {
+      jax.sharding.SingleDeviceSharding(jax.local_devices()[0])}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 
+import jax
 import orbax.checkpoint as ocp
 
 # What may differ between the run that saved and the run that resumes, when the config does not
@@ -102,20 +103,36 @@ def restore_step(mngr: ocp.CheckpointManager, step, abstract_state, config: dict
   return restored["state"], step, changed
 
 
+def _on_local_device(metadata_tree):
+  """Abstract arrays for a saved tree, each on this process's first device."""
+  local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=local),
+                      metadata_tree)
+
+
 def restore_params(workdir: str, config: dict, step: int | None = None):
   """(params, step) of a workdir's checkpoint (latest by default) for evaluation, checked
   against the config like `restore_step`; raises FileNotFoundError naming the workdir if
-  there is none."""
+  there is none.
+
+  The parameters land on this process's first device, whatever mesh saved them: evaluation
+  and the later stages' observers run each process's own images through them, which
+  parameters spread over every process's devices would turn into one global computation (and
+  on one host, into a copy of the work on every device)."""
+  # Handlers named up front: without them a read-only manager has no metadata for "state".
   mngr = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
                                options=ocp.CheckpointManagerOptions(read_only=True),
-                               item_names=("state", "config"))
+                               item_handlers={"state": ocp.StandardCheckpointHandler(),
+                                              "config": ocp.JsonCheckpointHandler()})
   try:
     step = mngr.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"{workdir}: no checkpoint; train first (python train.py "
                               f"--config ... --workdir {workdir})")
     _check_config(mngr, step, config)
-    state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+    abstract = _on_local_device(mngr.item_metadata(step)["state"].tree)
+    state = mngr.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract)))["state"]
   finally:
     mngr.close()
   return state["params"], step

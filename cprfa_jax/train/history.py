@@ -13,13 +13,23 @@ import os
 import time
 
 import jax
+from jax.experimental import multihost_utils
 
 
 class History:
+  """Process 0 writes the file; every process keeps the skipped batches in memory, so after a
+  rewind no process reads a file another one is still writing (multi-host runs)."""
+
   def __init__(self, workdir: str):
     self.path = os.path.join(workdir, "history.jsonl")
+    self._skipped = {r["skipped_batch"] for r in self.rows() if r["event"] == "rewind"}
+    if jax.process_count() > 1:
+      # Every process has read the file before process 0 appends this run's first row.
+      multihost_utils.sync_global_devices(f"history:{self.path}")
 
   def write(self, event: str, step: int, **fields) -> None:
+    if event == "rewind":
+      self._skipped.add(fields["skipped_batch"])
     if jax.process_index() != 0:
       return
     row = {"event": event, "step": int(step), "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **fields}
@@ -33,7 +43,9 @@ class History:
       return [json.loads(line) for line in f if line.strip()]
 
   def skipped_batches(self) -> list[int]:
-    return sorted({r["skipped_batch"] for r in self.rows() if r["event"] == "rewind"})
+    """The batch indices skipped by rewinds: those in the file when this History was made, and
+    those written since (on any process)."""
+    return sorted(self._skipped)
 
 
 def first_batch_index(step: int, skipped) -> int:

@@ -116,9 +116,16 @@ def _progress(step, num_steps, metrics, rate):
 def train(config, workdir: str, init_fn: Callable, loss_fn: Callable, batches, *,
           log=print) -> TrainState:
   """Runs (or resumes) a stage to `config.train.num_steps`. `batches(start_step)` returns an
-  iterator of host batches (dicts of NumPy arrays, global batch) for steps start_step + 1, ...,
-  so a resumed run sees the data the uninterrupted one would have seen (minus the batches a
-  `rewind` skipped, recorded in `history.jsonl`)."""
+  iterator of host batches (dicts of NumPy arrays: this process's share of the global batch,
+  all of it in a single-process run) for steps start_step + 1, ..., so a resumed run sees the
+  data the uninterrupted one would have seen (minus the batches a `rewind` skipped, recorded in
+  `history.jsonl`).
+
+  Multi-process (after `sharding.maybe_initialize_distributed`): every process calls `train`
+  with its own `batches`; process p's share is rows [p * B / n, (p + 1) * B / n) of the global
+  batch (the mesh orders devices by process). The workdir must be on a file system every
+  process sees (orbax writes one checkpoint from all of them); metrics and history are written
+  by process 0."""
   tcfg = config.train
   if tcfg.get("on_nonfinite", "stop") not in ("stop", "rewind"):
     raise ValueError(f"--config.train.on_nonfinite={tcfg.on_nonfinite!r}: use 'stop' or 'rewind'")
@@ -172,8 +179,12 @@ class _Run:
     return state, step
 
   def _init(self, batch):
+    # Zeros of the host batch's shapes: parameters depend on shapes only, and every process
+    # must compile the same program (a process's batch baked in as a constant would differ).
+    zeros = jax.tree.map(lambda x: np.zeros(np.shape(x), np.asarray(x).dtype), batch[1])
+
     def init(rng):
-      params = self.init_fn(rng, batch[1])
+      params = self.init_fn(rng, zeros)
       return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                         opt_state=self.tx.init(params), rng=jax.random.fold_in(rng, 1))
     return init

@@ -5,15 +5,63 @@ devices (XLA_FLAGS=--xla_force_host_platform_device_count=8), on GPUs and on a T
 
 from __future__ import annotations
 
+import os
+
 import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 
-def maybe_initialize_distributed(enabled: bool) -> None:
-  """Multi-host start: every process calls this before touching devices (cluster auto-detect)."""
-  if enabled:
-    jax.distributed.initialize()
+# jax.distributed.initialize reads JAX_COORDINATOR_ADDRESS itself (jax/_src/distributed.py) but
+# takes the process count and index only as arguments or from a detected cluster (Slurm, Open
+# MPI, TPU): these two let a hand-launched run (or a test on localhost) name them as well.
+NUM_PROCESSES_ENV, PROCESS_ID_ENV = "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"
+
+
+def distributed_args(environ=None) -> dict:
+  """The explicit arguments of `jax.distributed.initialize` found in the environment:
+  coordinator_address, num_processes and process_id, or {} when the process count and index
+  are not set (a cluster JAX detects: Slurm, Open MPI, TPU)."""
+  environ = os.environ if environ is None else environ
+  addr, num, pid = (environ.get(n) for n in ("JAX_COORDINATOR_ADDRESS", NUM_PROCESSES_ENV,
+                                             PROCESS_ID_ENV))
+  if num is None and pid is None:
+    return {}
+  if num is None or pid is None or not addr:
+    given = [n for n, v in (("JAX_COORDINATOR_ADDRESS", addr), (NUM_PROCESSES_ENV, num),
+                            (PROCESS_ID_ENV, pid)) if v]
+    missing = [n for n in ("JAX_COORDINATOR_ADDRESS", NUM_PROCESSES_ENV, PROCESS_ID_ENV)
+               if n not in given]
+    raise ValueError(f"multi-process run: {', '.join(given)} set but not {', '.join(missing)}; "
+                     f"set all three (or neither {NUM_PROCESSES_ENV} nor {PROCESS_ID_ENV} on a "
+                     "cluster JAX detects: Slurm, Open MPI, TPU)")
+  try:
+    num, pid = int(num), int(pid)
+  except ValueError:
+    raise ValueError(f"{NUM_PROCESSES_ENV}={num!r} and {PROCESS_ID_ENV}={pid!r} must be "
+                     "integers") from None
+  if not 0 <= pid < num:
+    raise ValueError(f"{PROCESS_ID_ENV}={pid} must be in [0, {NUM_PROCESSES_ENV}={num})")
+  return dict(coordinator_address=addr, num_processes=num, process_id=pid)
+
+
+def maybe_initialize_distributed(enabled: bool, environ=None) -> bool:
+  """Multi-host start: every process calls this before touching devices. The coordinator,
+  process count and index come from the environment (`distributed_args`) or, without them,
+  from the cluster (auto-detect). On CPUs the processes' collectives go over gloo (TCP).
+
+  Runs when `enabled` (`--config.distributed`) or when the environment names the processes:
+  processes launched as one job must never train as independent single-process runs on one
+  workdir. Returns whether it initialised."""
+  args = distributed_args(environ)
+  if not (enabled or args):
+    return False
+  if jax.config.jax_cpu_collectives_implementation is None:
+    # Without an implementation a CPU computation spanning processes fails at its first
+    # collective; gloo is jax 0.10's default, named here for older versions and for readers.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(**args)
+  return True
 
 
 def make_mesh() -> jax.sharding.Mesh:
