@@ -34,11 +34,16 @@ from cprfa_jax.stages import fit, observe
 INNER_51 = np.arange(17, 68)     # COFW's 51 inner landmarks (Ghiasi et al.), as in §3.1
 
 
+GT_KEYS = ("landmarks", "yaw", "pose", "points", "points_valid", "box_points", "occluded")
+
+
 def observe_set(observer, source, num: int, batch_size: int, keep_pictures: int = 8) -> dict:
   """Runs the U-Net, decoding and landmark network over the first `num` examples. Returns a
-  dict of (N, ...) NumPy arrays: y_all, det_all, y_lm (normalised), lm_px, gt landmarks (pixels),
-  yaw, alpha, pose, and the first images / predicted DAFIs for pictures."""
-  out = {k: [] for k in ("y_all", "det_all", "y_lm", "lm_px", "landmarks", "yaw", "alpha", "pose")}
+  dict of (N, ...) NumPy arrays: y_all, det_all, y_lm (normalised), lm_px, the first images /
+  predicted DAFIs for pictures, and the ground truth the set has: landmarks (pixels), yaw,
+  alpha, pose (the synthetic and AFLW2000-3D sets); points, points_valid, box_points, occluded
+  (the benchmark sets, `data.aflw` / `data.cofw`)."""
+  out = {k: [] for k in ("y_all", "det_all", "y_lm", "lm_px")}
   pics = {"image": [], "dafi": []}
   for lo in range(0, num, batch_size):
     exs = [source[i] for i in range(lo, min(lo + batch_size, num))]
@@ -50,10 +55,11 @@ def observe_set(observer, source, num: int, batch_size: int, keep_pictures: int 
     for k in ("y_all", "det_all", "y_lm"):
       out[k].append(obs[k])
     out["lm_px"].append(lm)
-    out["landmarks"].append(batch["landmarks"])
-    out["yaw"].append(batch["yaw"])
-    out["alpha"].append(np.concatenate([batch["alpha_id"], batch["alpha_exp"]], 1))
-    out["pose"].append(batch["pose"])
+    for k in GT_KEYS:
+      if k in batch:
+        out.setdefault(k, []).append(batch[k])
+    if "alpha_id" in batch:
+      out.setdefault("alpha", []).append(np.concatenate([batch["alpha_id"], batch["alpha_exp"]], 1))
     take = max(0, keep_pictures - sum(len(x) for x in pics["image"]))
     pics["image"].append(batch["image"][:take])
     pics["dafi"].append(d[:take] * m[:take, ..., None])
@@ -156,30 +162,58 @@ def run_regressor(config, model3d, stage, params, obs, sel_C, layout_3xN, with_l
   return np.concatenate(alphas), np.concatenate(poses), first
 
 
-def method_results(model3d, obs, alpha, pose, ok, hw, points=None) -> dict:
-  """Per-image NME (NME 1 where the method failed to produce a fit), confidence, flag."""
-  pred = landmarks_px(model3d, alpha, pose, hw)
+def protocol_scores(protocol, pred_Nx68x2, obs, points=None) -> dict:
+  """Per-image NMEs of 68 predicted points under a set's protocol: {"nme": the table's NME
+  (box normaliser), "nme_interocular": COFW-68's own (cofw68 only)}, and "gt_px", the ground
+  truth to draw (NaN where not annotated).
+
+  protocol None: the 68 `landmarks` (or `points`, e.g. COFW's 51 inner ones) over the 68
+  landmarks' box (AFLW2000-3D, the synthetic sets); "aflw21": AFLW's 21 points from the 68
+  (`metrics.aflw21_nme`); "cofw68": the 51 inner points, occluded ones included."""
+  if protocol == "aflw21":
+    return {"nme": np.asarray(metrics.aflw21_nme(pred_Nx68x2, obs["points"], obs["points_valid"],
+                                                 obs["box_points"])),
+            "gt_px": np.where(obs["points_valid"][..., None], obs["points"], np.nan)}
+  if protocol == "cofw68":
+    return {"nme": np.asarray(metrics.cofw68_nme(pred_Nx68x2, obs["points"], obs["occluded"])),
+            "nme_interocular": np.asarray(metrics.cofw68_nme(
+                pred_Nx68x2, obs["points"], obs["occluded"], normaliser="interocular")),
+            "gt_px": obs["points"]}
+  if protocol is not None:
+    raise ValueError(f"unknown protocol {protocol!r}; known: {metrics.PROTOCOLS}")
   gt = obs["landmarks"]
   vis = None if points is None else np.isin(np.arange(68), points)[None].repeat(len(gt), 0)
-  nme = np.asarray(metrics.nme(pred, gt, vis, gt))
-  nme = np.where(ok & np.isfinite(nme), nme, 1.0)
+  return {"nme": np.asarray(metrics.nme(pred_Nx68x2, gt, vis, gt)), "gt_px": gt}
+
+
+def method_results(model3d, obs, alpha, pose, ok, hw, points=None, protocol=None) -> dict:
+  """Per-image NME (NME 1 where the method failed to produce a fit; every normaliser of the
+  set's protocol, `protocol_scores`), confidence, fitted landmarks."""
+  pred = landmarks_px(model3d, alpha, pose, hw)
+  scores = protocol_scores(protocol, pred, obs, points)
+  out = {k: np.where(ok & np.isfinite(v), v, 1.0) for k, v in scores.items() if k.startswith("nme")}
   conf = np.asarray(reprojection_confidence(model3d, jnp.asarray(alpha), jnp.asarray(pose),
                                             jnp.asarray(obs["y_all"]), jnp.asarray(obs["det_all"])))
-  return {"nme": nme, "confidence": conf, "landmarks_px": pred}
+  return {**out, "confidence": conf, "landmarks_px": pred, "gt_px": scores["gt_px"]}
 
 
 def table_row(nme, yaw, failure_nme) -> dict:
   """Table 2 row: NME (%) per |yaw| bin, mean and std of the bin means (ddof 0, `metrics`),
   failure (%), AUC. A set without images in a bin (synth-cofw has no |yaw| > 60°) gets NaN
-  there and the mean / std of the bins it has."""
+  there and the mean / std of the bins it has. A set without yaw (COFW) has no bins: its mean
+  is the mean over images and it has no std."""
+  pct = lambda x: [round(100 * float(v), 2) for v in np.atleast_1d(x)]
+  common = {"failure": round(100 * float(metrics.failure_rate(nme, nme_threshold=failure_nme)), 2),
+            "auc": round(float(metrics.auc(nme, failure_nme)), 4)}
+  if yaw is None:
+    mean = pct(np.mean(nme))[0]
+    return {"nme_bins": [None] * 3, "nme_mean": mean, "nme_std": None, "nme_overall": mean,
+            "bin_count": None, "mean_is": "mean over images (no yaw)", **common}
   s = metrics.binned_summary(nme, yaw)
   present = s["bin_mean"][s["bin_count"] > 0]
-  pct = lambda x: [round(100 * float(v), 2) for v in np.atleast_1d(x)]
   return {"nme_bins": pct(s["bin_mean"]), "nme_mean": pct(present.mean())[0],
           "nme_std": pct(present.std())[0], "nme_overall": pct(s["overall_mean"])[0],
-          "failure": round(100 * float(metrics.failure_rate(nme, nme_threshold=failure_nme)), 2),
-          "auc": round(float(metrics.auc(nme, failure_nme)), 4),
-          "bin_count": [int(c) for c in s["bin_count"]]}
+          "bin_count": [int(c) for c in s["bin_count"]], **common}
 
 
 def fmt(value, spec: str = ".2f") -> str:
@@ -187,13 +221,14 @@ def fmt(value, spec: str = ".2f") -> str:
   return "–" if value is None or not np.isfinite(value) else format(value, spec)
 
 
-def table2_md(title, rows, num_points, labels=None) -> str:
-  """The markdown table; `labels`: {method: row label} where it differs from the name."""
+def table2_md(title, rows, num_points, labels=None, note=None) -> str:
+  """The markdown table; `labels`: {method: row label} where it differs from the name; `note`
+  replaces the caption's first sentence (what is scored, over what)."""
   lines = [f"### {title}", "",
            "| Method | [0°, 30°] | (30°, 60°] | (60°, 90°] | Mean | Std | Failure | AUC |",
            "|---|---|---|---|---|---|---|---|"]
   for name, r in rows.items():
     lines.append(f"| {(labels or {}).get(name, name)} | " + " | ".join(fmt(v) for v in r["nme_bins"]) +
                  f" | {fmt(r['nme_mean'])} | {fmt(r['nme_std'])} | {r['failure']:.2f} | {r['auc']:.3f} |")
-  return "\n".join(lines) + (f"\n\nNME (%) of the {num_points} landmarks, as the paper's Table 2; "
-                             "failure: NME > 10%; AUC of the CED up to 10%.\n")
+  note = note or f"NME (%) of the {num_points} landmarks, as the paper's Table 2"
+  return "\n".join(lines) + f"\n\n{note}; failure: NME > 10%; AUC of the CED up to 10%.\n"

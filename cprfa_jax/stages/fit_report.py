@@ -14,7 +14,8 @@ import numpy as np
 
 from cprfa_jax.geometry import projection
 from cprfa_jax.mm.model import shape
-from cprfa_jax.report import figures
+from cprfa_jax import metrics
+from cprfa_jax.report import figures, published
 from cprfa_jax.stages import eval_stages, fit_eval
 
 REGRESSORS = (("CPR(C)", "cpr", True), ("CPR-H", "cpr_h", True), ("CPRFA (CPR-H + CAPU)", "capu", True),
@@ -42,16 +43,48 @@ def _mesh_px(model3d, alpha, pose, hw):
   return np.concatenate([np.asarray(px), np.asarray(depth)[:, None]], 1), np.asarray(facing)
 
 
+NOTES = {
+    "aflw21": "NME (%) of AFLW's annotated points among its 21, made from the fitted 68 "
+              "(3DDFA's groups), over sqrt(w·h) of the 68-point box (3DDFA's AFLW protocol)",
+    "cofw68": "NME (%) of the 51 inner points (iBUG 18–68, occluded ones included), over "
+              "sqrt(w·h) of the 68 ground-truth points' box (bounding-box normaliser, as 3DDFA "
+              "and the paper); no yaw: Mean is the mean over images",
+    "cofw68_io": "NME (%) of the 51 inner points (occluded ones included), over the "
+                 "inter-ocular distance (mean of iBUG 37–42 to mean of 43–48: COFW-68's own "
+                 "script); no yaw: Mean is the mean over images",
+    "reannotated": "NME (%) of the 68 landmarks against 3DDFA's re-annotated AFLW2000-3D "
+                   "landmarks (AFLW2000-3D-Reannotated.pts68.npy), over their box",
+}
+
+
+def set_protocol(source, name):
+  """(scoring protocol for `fit_eval.protocol_scores`, points, number of scored points): from
+  the set's metadata (`data.aflw`, `data.cofw`); the synthetic sets by name (synth-cofw: the
+  51 inner points)."""
+  protocol = (getattr(source, "metadata", None) or {}).get("protocol")
+  if protocol == "aflw21":
+    return protocol, None, 21
+  if protocol == "cofw68":
+    return protocol, None, 51
+  if protocol is not None:
+    raise ValueError(f"{name}: unknown protocol {protocol!r} in its metadata; known: "
+                     f"{metrics.PROTOCOLS}")
+  return (None, fit_eval.INNER_51, 51) if "cofw" in name else (None, None, 68)
+
+
 def evaluate_set(config, model3d, name, source, observer, trained, sel, workdir, log=print,
-                 statuses=None):
+                 statuses=None, reannotated=None):
   """trained: {stage: params} of the regressor stages present (capu: round 2 merged in);
   statuses: {stage: `eval_stages.status`}, to mark the rows of unfinished stages. `log` gets a
-  line as each step starts."""
+  line as each step starts. reannotated: optional (N, 68, 2) other ground truth of the same
+  images (3DDFA's re-annotated AFLW2000-3D, `data.aflw.reannotated_points`), scored in an
+  extra table."""
   num = min(config.data.num_eval or len(source), len(source))
   hw = (config.data.image_size,) * 2
   log(f"{name}: U-Net, DAFI decoding and landmark network on {num} images ...")
   obs = fit_eval.observe_set(observer, source, num, config.eval.batch_size)
-  points = fit_eval.INNER_51 if "cofw" in name else None
+  protocol, points, npts = set_protocol(source, name)
+  yaw = obs.get("yaw")
   sel_c = sel["selected"]
   fits = fit_eval.baselines(model3d, obs, sel_c, log=lambda m: log(f"{name}: {m} ..."))
   firsts = {}
@@ -63,19 +96,41 @@ def evaluate_set(config, model3d, name, source, observer, trained, sel, workdir,
       fits[label] = (a, p, np.ones(num, bool))
       firsts[label] = first
   log(f"{name}: scores, figures and per-image results ...")
-  results = {k: fit_eval.method_results(model3d, obs, *v, hw, points) for k, v in fits.items()}
-  rows = {k: fit_eval.table_row(r["nme"], obs["yaw"], config.eval.failure_nme)
-          for k, r in results.items()}
-  labels = {}
-  for k, row in rows.items():
-    suffix, fields = eval_stages.mark(METHOD_STAGES.get(k, ()), statuses or {})
+  results = {k: fit_eval.method_results(model3d, obs, *v, hw, points, protocol)
+             for k, v in fits.items()}
+  labels, marks = {}, {}
+  for k in results:
+    suffix, marks[k] = eval_stages.mark(METHOD_STAGES.get(k, ()), statuses or {})
     labels[k] = k + suffix
-    row.update(fields)
-  npts = 51 if points is not None else 68
+
+  def table(key, gt_yaw=yaw):
+    rows = {k: fit_eval.table_row(r[key], gt_yaw, config.eval.failure_nme) for k, r in results.items()}
+    for k, row in rows.items():
+      row.update(marks[k])
+    return rows
+
+  rows = table("nme")
   tag = name.replace(":", "_")
-  md = [fit_eval.table2_md(f"{name} ({num} images)", rows, npts, labels)]
+  md = [fit_eval.table2_md(f"{name} ({num} images)", rows, npts, labels, NOTES.get(protocol))]
   best = "CPRFA (CPR-H + CAPU)" if "CPRFA (CPR-H + CAPU)" in results else list(results)[-1]
-  report = {"num_images": num, "num_points": npts, "methods": rows}
+  report = {"num_images": num, "num_points": npts, "protocol": protocol or "68 landmarks",
+            "normaliser": "box", "methods": rows}
+  if protocol == "cofw68":
+    report["methods_interocular"] = table("nme_interocular")
+    md.append(fit_eval.table2_md(f"{name} ({num} images), inter-ocular normaliser",
+                                 report["methods_interocular"], npts, labels, NOTES["cofw68_io"]))
+  if reannotated is not None:
+    gt_re = np.asarray(reannotated[:num])
+    for k, v in results.items():
+      nme_re = np.asarray(metrics.nme(v["landmarks_px"], gt_re, None, gt_re))
+      v["nme_reannotated"] = np.where(fits[k][2] & np.isfinite(nme_re), nme_re, 1.0)
+    report["methods_reannotated"] = table("nme_reannotated")
+    md.append(fit_eval.table2_md(f"{name} ({num} images), 3DDFA's re-annotated landmarks",
+                                 report["methods_reannotated"], 68, labels, NOTES["reannotated"]))
+  pub = published.protocol_of(getattr(source, "metadata", None))
+  if pub:
+    report["published"] = published.rows(pub)
+    md.append(published.table_md(pub))
 
   # Confidence: how well the test-time flag predicts real failures of the final method.
   r = results[best]
@@ -86,13 +141,15 @@ def evaluate_set(config, model3d, name, source, observer, trained, sel, workdir,
                     "failures_flagged": int((flag & fail).sum())}
   md.append(f"Failure flag ({best}): {int(flag.sum())} images flagged, {int(fail.sum())} real "
             f"failures, {int((flag & fail).sum())} of them flagged.\n")
+  extra = [c for c in ("nme_interocular", "nme_reannotated") if c in r]
   with open(os.path.join(workdir, f"per_image_{tag}.csv"), "w", newline="") as f:
     w = csv.writer(f)
     w.writerow(["index", "yaw", "detected_selected"] + [f"nme[{k}]" for k in results] +
-               ["confidence", "flagged_failure"])
+               [f"{c}[{k}]" for c in extra for k in results] + ["confidence", "flagged_failure"])
     for i in range(num):
-      w.writerow([i, f"{obs['yaw'][i]:.1f}", int(obs["det_all"][i, sel_c].sum())] +
+      w.writerow([i, "" if yaw is None else f"{yaw[i]:.1f}", int(obs["det_all"][i, sel_c].sum())] +
                  [f"{results[k]['nme'][i]:.5f}" for k in results] +
+                 [f"{results[k][c][i]:.5f}" for c in extra for k in results] +
                  [f"{r['confidence'][i]:.5f}", int(flag[i])])
 
   # Fig. 5: CED curves.
@@ -109,7 +166,7 @@ def evaluate_set(config, model3d, name, source, observer, trained, sel, workdir,
   grid = figures.fit_grid(
       obs["image"], obs["dafi"], np.stack([m for m, _ in meshes]), tri,
       np.stack([figures.triangles_facing(f, tri) for _, f in meshes]),
-      r["landmarks_px"][:k], obs["landmarks"][:k], sel_px, obs["det_all"][:k, sel_c], scale=3,
+      r["landmarks_px"][:k], r["gt_px"][:k], sel_px, obs["det_all"][:k, sel_c], scale=3,
       titles=[f"NME {100 * r['nme'][i]:.1f}%" for i in range(k)],
       row_labels=("DAFI", "points", "mesh"), legend=f"{labels[best]} on {name}")
   _png(os.path.join(workdir, f"fits_{tag}.png"), grid)
