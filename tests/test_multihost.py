@@ -190,3 +190,23 @@ def test_unet_on_two_processes_matches_one_process_with_8_devices(setup):
   # One selection, written by process 0, and the same on every process.
   assert os.path.exists(tmp / "two" / "dafi" / "selection.npz")
 
+
+def test_regressor_on_two_processes_matches_one_process_with_8_devices(setup):
+  """Stage cpr on the same trained U-Net and selection (the 8-device run's, copied), so the
+  two runs differ only in how the regressor's step is spread."""
+  tmp, data_dir = setup["tmp"], setup["data_dir"]
+  if not (tmp / "one" / "dafi" / "selection.npz").exists():
+    pytest.skip("needs the U-Net test's 8-device run")
+  t0 = time.time()
+  shutil.copytree(tmp / "one" / "dafi", tmp / "three" / "dafi")
+  single = run_one_process(tmp, "cpr_1x8", "cpr", tmp / "one", data_dir,
+                           init_out=tmp / "cpr_init.npz")
+  pair = run_two_processes(tmp, "cpr_2x4", "cpr", tmp / "three", data_dir)
+  check_shards(single, pair, setup["by_params"])
+  init = {k: np.asarray(v, np.float64) for k, v in np.load(tmp / "cpr_init.npz").items()}
+  c = tiny.get_config()
+  # The loss reduces over the batch and the 68 + C reprojected points (fit.fit_loss).
+  tol, worst = compare_params(_params(tmp / "one", "cpr"), _params(tmp / "three", "cpr"), init,
+                              n_terms=BATCH * (68 + c.eval.num_selected))
+  print(f"cpr: tol {tol:.2e}, worst per-leaf ||2x4 - 1x8|| / ||1x8 - init|| {worst:.2e}, "
+        f"{time.time() - t0:.0f} s")
