@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from cprfa_jax.cpr import path
@@ -48,6 +49,57 @@ def test_error_is_smallest_where_the_path_meets_the_truth():
   # Δφ overshoots 2.5x: the best multiplier is 0.4 = k/M with k = 2, index 1.
   e = path.path_errors(project_fn, jnp.zeros(1), jnp.array([0.5]), y_obs, np.ones(40, bool), 5)
   assert int(jnp.argmin(e)) == 1
+
+
+def _numpy_count(kappa, n_det, k_max):
+  """The sample size by hand: round(κ · #detected) (half to even, as jnp.round), at least one
+  vertex when any is detected, at most k_max."""
+  n = int(np.round(np.float32(kappa) * np.float32(n_det)))
+  return min(max(n, min(n_det, 1)), k_max)
+
+
+@settings(max_examples=30, deadline=None)
+@given(num_vertices=st.integers(1, 3000), kappa=st.floats(0.01, 1.0),
+       frac=st.floats(0.0, 1.0), seed=st.integers(0, 2**31 - 1))
+def test_derived_bound_takes_kappa_of_the_detected_uncapped(num_vertices, kappa, frac, seed):
+  """With the bound derived from V (max_sampled None/0), exactly round(κ · #detected) distinct
+  detected vertices are used, however many are detected (all of them included)."""
+  rng = np.random.default_rng(seed)
+  det = rng.random(num_vertices) < frac
+  bound = path.sample_bound(kappa, num_vertices)
+  assert not bound.capped
+  assert bound.k_max == bound.needed == max(1, int(np.ceil(kappa * num_vertices)))
+  # every count the device can ask for fits, up to all V detected
+  assert _numpy_count(kappa, num_vertices, np.inf) <= bound.k_max
+  idx, valid = path.sample_vertices(jax.random.PRNGKey(seed), det, kappa, bound.k_max)
+  idx, valid = np.asarray(idx), np.asarray(valid)
+  want = _numpy_count(kappa, int(det.sum()), np.inf)
+  assert int(valid.sum()) == want
+  assert valid[:want].all()                      # the valid entries come first
+  chosen = idx[valid]
+  assert det[chosen].all() and len(set(chosen.tolist())) == want
+
+
+def test_sample_bound_derives_or_reports_a_cap():
+  # §3.2 with the BFM: κ = 0.1 of 53,215 vertices needs 5,322 slots; ~26% detected -> ~1.4k.
+  assert path.sample_bound(0.1, 53215) == (5322, 5322, False)
+  assert path.sample_bound(0.1, 53215, 0) == (5322, 5322, False)
+  assert path.sample_bound(0.1, 53215, 256) == (256, 5322, True)        # an explicit cap
+  assert path.sample_bound(0.1, 53215, 10_000) == (5322, 5322, False)   # larger: not needed
+  assert path.sample_bound(0.1, 53215, 5322) == (5322, 5322, False)
+  assert path.sample_bound(1e-6, 10) == (1, 1, False)                   # at least one slot
+  for bad in [dict(kappa=0.0, num_vertices=10), dict(kappa=1.5, num_vertices=10),
+              dict(kappa=0.1, num_vertices=0), dict(kappa=0.1, num_vertices=10, max_sampled=-1)]:
+    with pytest.raises(ValueError):
+      path.sample_bound(**bad)
+
+
+def test_a_cap_clips_the_count():
+  det = np.ones(2000, bool)
+  bound = path.sample_bound(0.1, 2000, max_sampled=64)
+  assert bound.capped
+  _, valid = path.sample_vertices(jax.random.PRNGKey(0), det, 0.1, bound.k_max)
+  assert int(valid.sum()) == 64 == _numpy_count(0.1, 2000, 64)       # not 200
 
 
 def test_sample_vertices_takes_kappa_of_the_detected():

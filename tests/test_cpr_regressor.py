@@ -8,7 +8,9 @@ import numpy as np
 
 from cprfa_jax import cpr
 from cprfa_jax.mm import shape, synthetic_model
-from cprfa_jax.models.cpr_regressor import GROUPS, CprRegressor, Observations, generated_points
+from cprfa_jax.cpr import path
+from cprfa_jax.models.cpr_regressor import (GROUPS, CprRegressor, Observations, generated_points,
+                                            group_path_errors, sample_path_vertices)
 from cprfa_jax.geometry import project
 
 C = 16
@@ -160,3 +162,85 @@ def test_vmap_over_examples_equals_the_batched_fit():
   batched = jax.jit(lambda y, d: net.apply(params, m, sel, layout, Observations(y, d))["pose"])
   one = lambda y, d: net.apply(params, m, sel, layout, Observations(y[None], d[None]))["pose"][0]
   np.testing.assert_allclose(jax.jit(jax.vmap(one))(y_obs, det), batched(y_obs, det), atol=1e-5)
+
+
+def _capu_setup(frac=0.4):
+  m, sel, layout, y_obs, det, _, _ = setup()
+  rng = np.random.default_rng(4)
+  alpha = jnp.asarray(rng.normal(0, 1, (2, 6)), jnp.float32)
+  pose = jnp.array([[0.1, 0.3, 0.05, 0.9, 0.02, -0.01], [-0.2, -0.5, 0.1, 1.1, -0.05, 0.03]])
+  y_all = jax.vmap(lambda a, p: project(shape(m, a[:4], a[4:]), p))(alpha, pose)
+  det_all = jnp.asarray(rng.random((2, m.num_vertices)) < frac)
+  return m, sel, layout, Observations(y_obs, det, y_all, det_all), alpha, pose
+
+
+def test_path_sample_is_kappa_of_the_detected_at_round_one_alpha():
+  """The derived bound (κ = 0.1 of the model's V ≈ 850: ceil(κ · V) slots) holds all
+  round(κ · #detected) ≈ 34 detected vertices of each example; their 3D points are Eq. 1 at
+  the given α."""
+  m, _, _, obs, alpha, _ = _capu_setup()
+  k = path.sample_bound(0.1, m.num_vertices).k_max
+  assert k == int(np.ceil(0.1 * m.num_vertices))
+  s = sample_path_vertices(m, alpha, obs.y_all, obs.det_all, jax.random.PRNGKey(5), 0.1, k)
+  shapes = {"idx": (2, k), "verts": (2, k, 3), "y_obs": (2, k, 2), "valid": (2, k)}
+  assert {name: v.shape for name, v in s._asdict().items()} == shapes
+  det_all = np.asarray(obs.det_all)
+  for b in range(2):
+    idx, valid = np.asarray(s.idx[b]), np.asarray(s.valid[b])
+    assert int(valid.sum()) == int(np.round(np.float32(0.1) * det_all[b].sum())) > 0
+    assert det_all[b, idx[valid]].all()
+    want = np.asarray(shape(m, alpha[b, :4], alpha[b, 4:]))[idx]
+    np.testing.assert_allclose(s.verts[b], want, atol=1e-5)
+    np.testing.assert_allclose(s.y_obs[b], np.asarray(obs.y_all[b])[idx])
+
+
+def test_group_path_errors_match_numpy():
+  m, _, _, obs, alpha, pose = _capu_setup()
+  s = sample_path_vertices(m, alpha, obs.y_all, obs.det_all, jax.random.PRNGKey(6), 0.1, 64)
+  start = pose + jnp.array([0.05, -0.04, 0.03, 0.1, 0.01, 0.0])
+  delta = jnp.array([[0.02], [-0.03]])
+  got = group_path_errors(start, "rz", delta, s, 5)
+  for b in range(2):
+    v = np.asarray(s.valid[b])
+    want = []
+    for k in range(1, 11):
+      p = np.array(start[b])
+      p[2] += k / 5 * float(delta[b, 0])
+      d = np.linalg.norm(np.asarray(project(s.verts[b], p)) - np.asarray(s.y_obs[b]), axis=-1)
+      want.append(d[v].mean())
+    np.testing.assert_allclose(got[b], want, rtol=1e-4, atol=1e-6)
+
+
+def test_round_two_bound_is_derived_from_the_model_unless_capped():
+  """max_sampled None (or 0) is ceil(κ · V): the same fit as an explicit bound of that size.
+  With ~3k vertices all detected, κ · #detected ≈ 300 is above the old fixed 256, so capping at
+  256 samples fewer points and changes β."""
+  m = synthetic_model(num_vertices=3000, num_id=4, num_exp=2)
+  x = np.asarray(m.mean_Vx3)[:, 0]
+  rng = np.random.default_rng(8)
+  sel = cpr.selected_vertices(*cpr.select_vertices(rng.random(m.num_vertices),
+                                                    np.ones(m.num_vertices), x, C))
+  layout = cpr.cpr_layout(C)
+  alpha = jnp.asarray(rng.normal(0, 1, (1, 6)), jnp.float32)
+  pose = jnp.array([[0.1, 0.3, 0.05, 0.9, 0.02, -0.01]])
+  y_all = jax.vmap(lambda a, p: project(shape(m, a[:4], a[4:]), p))(alpha, pose)
+  det_all = jnp.ones((1, m.num_vertices), bool)
+  obs = Observations(y_all[:, sel], det_all[:, sel], y_all, det_all)
+  key = jax.random.PRNGKey(7)
+  bound = path.sample_bound(0.1, m.num_vertices)
+  assert bound.k_max > 256 and path.sample_bound(0.1, m.num_vertices, 256).capped
+
+  def betas(max_sampled):
+    net = CprRegressor(num_alpha=6, width=4, features=16, hidden=8, capu=True,
+                       max_sampled=max_sampled)
+    params = net.init(jax.random.PRNGKey(0), m, sel, layout, obs, key)
+    # A large [r_x, r_y] step, so the errors along its path (and β) depend on the points used.
+    r2 = params["params"]["stages_round2"]
+    r2["rnn_rxy"]["out"]["bias"] = r2["rnn_rxy"]["out"]["bias"] + 0.3
+    r2["beta_rxy"]["Dense_0"]["kernel"] = 10.0 * r2["beta_rxy"]["Dense_0"]["kernel"]
+    return net.apply(params, m, sel, layout, obs, key)["round2"]["beta"]["rxy"]
+
+  derived = betas(None)
+  np.testing.assert_array_equal(derived, betas(0))
+  np.testing.assert_array_equal(derived, betas(bound.k_max))
+  assert np.abs(derived - betas(256)).max() > 1e-4

@@ -76,18 +76,41 @@ def apply_update(alpha, pose, group: str, delta, beta=1.0):
   return alpha, pose.at[:, POSE_SLICES[group]].add(beta * delta)
 
 
-def group_path_errors(model3d, alpha_BxA, pose_Bx6, group, delta_BxP, idx_BxK, valid_BxK,
-                      y_obs_all_BxVx2, m: int):
-  """Eq. 6 for a batch: errors (B, 2M) along pose[group] + (k/M) Δφ over the sampled vertices
-  idx (B, K) (of all vertices, `path.sample_vertices`), other parameters held."""
-  k_id, sl = model3d.num_id, POSE_SLICES[group]
+class PathSample(NamedTuple):
+  """κ's sample of the detected vertices for Eq. 6 (`sample_path_vertices`): which vertices,
+  their 3D positions under round 1's α (fixed in round 2), their DAFI observations and which
+  of the K entries are real (the first round(κ · #detected))."""
+  idx: jnp.ndarray                         # (B, K) int, of all V vertices
+  verts: jnp.ndarray                       # (B, K, 3)
+  y_obs: jnp.ndarray                       # (B, K, 2)
+  valid: jnp.ndarray                       # (B, K) bool
 
-  def one(alpha, pose, delta, idx, valid, y_all):
-    verts = shape(model3d, alpha[:k_id], alpha[k_id:])[idx]
+
+def sample_path_vertices(model3d, alpha_BxA, y_all_BxVx2, det_all_BxV, key, kappa: float,
+                         k_max: int) -> PathSample:
+  """round(κ · #detected) of each example's detected vertices (`path.sample_vertices`), in
+  arrays of K = k_max. α is not updated in round 2 (§2.3), so the sample's 3D positions are
+  computed here once, not at every one of the 2M path points of every group and stage."""
+  k_id = model3d.num_id
+
+  def one(key, alpha, y_all, det):
+    idx, valid = path.sample_vertices(key, det, kappa, k_max)
+    return idx, shape(model3d, alpha[:k_id], alpha[k_id:])[idx], y_all[idx], valid
+
+  keys = jax.random.split(key, alpha_BxA.shape[0])
+  return PathSample(*jax.vmap(one)(keys, alpha_BxA, y_all_BxVx2, det_all_BxV))
+
+
+def group_path_errors(pose_Bx6, group, delta_BxP, sample: PathSample, m: int):
+  """Eq. 6 for a batch: errors (B, 2M) along pose[group] + (k/M) Δφ over the κ-sampled
+  vertices, the other pose parameters held."""
+  sl = POSE_SLICES[group]
+
+  def one(pose, delta, verts, y_obs, valid):
     proj = lambda phi: project(verts, pose.at[sl].set(phi))
-    return path.path_errors(proj, pose[sl], delta, y_all[idx], valid, m)
+    return path.path_errors(proj, pose[sl], delta, y_obs, valid, m)
 
-  return jax.vmap(one)(alpha_BxA, pose_Bx6, delta_BxP, idx_BxK, valid_BxK, y_obs_all_BxVx2)
+  return jax.vmap(one)(pose_Bx6, delta_BxP, sample.verts, sample.y_obs, sample.valid)
 
 
 class Observations(NamedTuple):
@@ -142,9 +165,7 @@ class _Stage(nn.Module):
     def beta_of(g, name, delta):
       if not self.capu:
         return 1.0
-      idx, valid = sampled
-      errors = group_path_errors(model3d, alpha, pose, g, delta, idx, valid, obs.y_all,
-                                 self.num_path)
+      errors = group_path_errors(pose, g, delta, sampled, self.num_path)
       betas[name] = BetaNet(name=f"beta_{name}")(errors)
       return betas[name]
 
@@ -182,8 +203,9 @@ class CprRegressor(nn.Module):
   -> dict with the final `alpha` (B, K+E) and `pose` (B, 6), and per round the per-stage
   parameters (q, B, ...), the DAFI-CPR group inputs each stage saw and (round 2) the β of each
   group and branch. Round 2 runs when `capu` is set; it needs obs.y_all / det_all (Eq. 6's
-  errors) and a PRNG key (κ-sampling). With `fusion`, obs.y_lm / det_lm feed the landmark
-  branch when given; without them the DAFI branch runs alone."""
+  errors) and a PRNG key (κ-sampling: round(κ · #detected) vertices, in an array of
+  `path.sample_bound(kappa, V, max_sampled).k_max`). With `fusion`, obs.y_lm / det_lm feed the
+  landmark branch when given; without them the DAFI branch runs alone."""
   num_alpha: int
   num_stages: int = 3
   width: int = 16
@@ -192,7 +214,7 @@ class CprRegressor(nn.Module):
   fusion: bool = False
   capu: bool = False
   kappa: float = 0.1
-  max_sampled: int = 256
+  max_sampled: Optional[int] = None   # None / 0: ceil(κ · V) (`path.sample_bound`); > 0: a cap
   num_path: int = 5
 
   @nn.compact
@@ -209,17 +231,17 @@ class CprRegressor(nn.Module):
     if obs.y_lm is not None:
       obs = obs._replace(y_lm=obs.y_lm[:, order], det_lm=obs.det_lm[:, order])
     out = {}
-    rounds = [("round1", False, None)]
-    if self.capu:
-      if obs.y_all is None or obs.det_all is None or key is None:
-        raise ValueError("round 2 (capu) needs obs.y_all, obs.det_all and a key")
-      keys = jax.random.split(key, b)
-      sampled = jax.vmap(lambda k, d: path.sample_vertices(k, d, self.kappa, self.max_sampled))(
-          keys, obs.det_all)
-      rounds.append(("round2", True, sampled))
-    for name, capu, sampled in rounds:
+    if self.capu and (obs.y_all is None or obs.det_all is None or key is None):
+      raise ValueError("round 2 (capu) needs obs.y_all, obs.det_all and a key")
+    for name, capu in [("round1", False)] + ([("round2", True)] if self.capu else []):
+      sampled = None
+      if capu:      # after round 1, whose α holds through round 2
+        k_max = path.sample_bound(self.kappa, model3d.num_vertices, self.max_sampled).k_max
+        sampled = sample_path_vertices(model3d, alpha, obs.y_all, obs.det_all, key, self.kappa,
+                                       k_max)
       groups = GROUPS[1:] if capu else GROUPS
-      branches = [g + sfx for g in groups for sfx in (("", "_lm") if obs.y_lm is not None else ("",))]
+      suffixes = ("", "_lm") if obs.y_lm is not None else ("",)
+      branches = [g + sfx for g in groups for sfx in suffixes]
       hidden0 = {g: jnp.zeros((b, self.hidden), jnp.float32) for g in branches}
       stages = nn.scan(_Stage, variable_broadcast="params", split_rngs={"params": False},
                        in_axes=(nn.broadcast,) * 7, length=self.num_stages)
