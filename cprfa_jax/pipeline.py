@@ -98,13 +98,19 @@ class Observer:
     return None if self.lm is None else np.asarray(self.lm[0](self.lm[1], images)[0])
 
   def __call__(self, batch, k=0):
-    rng = np.random.default_rng([self.config.seed, 7, k])
+    # One generator per example, keyed by its row of global batch k: the corruption and the
+    # landmark dropout of an example do not depend on how many processes share the batch.
+    b = len(batch["image"])
+    row0 = jax.process_index() * b
+    rngs = [np.random.default_rng([self.config.seed, 7, k, row0 + i]) for i in range(b)]
     if self.dafi_source == "corrupted_gt":
-      d, m = observe.corrupt_dafi(batch["dafi"], batch["mask"], rng)
+      pairs = [observe.corrupt_dafi(batch["dafi"][i:i + 1], batch["mask"][i:i + 1], rngs[i])
+               for i in range(b)]
+      d, m = np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
     else:
       d, m = self.dafi(batch["image"])
     lm = self.landmarks(batch["image"])
-    present = rng.random(len(d)) >= self.dropout
+    present = np.array([r.random() >= self.dropout for r in rngs])
     return observe.observations(d, m, lm, self.tree, self.config.cpr.match_dist, self.hw, present)
 
 

@@ -1,30 +1,21 @@
 """The AFLW (21 points) and COFW-68 benchmark readers on format-exact fixtures
 (`benchmark_fixtures`), malformed files refused by name, the protocols' scoring in
-`fit_eval.protocol_scores`, AFLW2000-3D's re-annotated landmarks mapped onto its tfds set, and
-evaluate.py scoring both benchmark sets on a tiny trained workdir."""
+`fit_eval.protocol_scores`, and AFLW2000-3D's re-annotated landmarks mapped onto its tfds set.
+evaluate.py scores both benchmark sets in tests/test_real_pipeline.py."""
 
-import json
-import pathlib
-import re
-import shutil
-import subprocess
-import sys
 
-import cv2
 import numpy as np
 import pytest
 import scipy.io
 
 import benchmark_fixtures as bf
 import real_fixtures
-from cprfa_jax import metrics
 from cprfa_jax.data import aflw, cofw, real, tfds_io
 from cprfa_jax.data.real import ExampleError
 from cprfa_jax.mm.bfm import load_bfm_3ddfa
 from cprfa_jax.report import published
 from cprfa_jax.stages import fit_eval
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 S = 128
 
 
@@ -260,74 +251,3 @@ def test_reannotated_landmarks_map_onto_the_aflw2000_set(tmp_path):
     bf.write_aflw(tmp_path / "aflw", 2)
     aflw.build(tmp_path / "aflw", tmp_path / "data", image_size=32, log=lambda m: None)
     aflw.reannotated_points(tfds_io.read_dataset("cprfa_aflw_32", tmp_path / "data"), path)
-
-
-# --- evaluate.py ------------------------------------------------------------------------------
-
-
-def _run(script, *flags):
-  return subprocess.run([sys.executable, str(ROOT / script), "--config", "configs/tiny.py",
-                         *flags], capture_output=True, text=True, timeout=1500, cwd=ROOT)
-
-
-@pytest.fixture(scope="module")
-def benchmark_run(tmp_path_factory):
-  tmp = tmp_path_factory.mktemp("bench")
-  work, data = tmp / "run", tmp / "data"
-  out = _run("train.py", "--workdir", str(work), f"--config.data.data_dir={data}")
-  assert out.returncode == 0, out.stderr[-3000:]
-  bf.write_aflw(tmp / "aflw", 5, np.random.default_rng(9))
-  aflw.build(tmp / "aflw", data, image_size=32, log=lambda m: None)
-  p = bf.write_cofw(tmp / "cofw", 4, np.random.default_rng(10), "v73")["paths"]
-  cofw.build(p["images"], p["annotations"], p["boxes"], data, image_size=32, log=lambda m: None)
-  sets = "--config.data.eval_sets=('synth-aflw', 'tfds:cprfa_aflw_32', 'tfds:cprfa_cofw68_32')"
-  out = _run("evaluate.py", "--workdir", str(work), f"--config.data.data_dir={data}", sets)
-  assert out.returncode == 0, out.stderr[-3000:]
-  return work, data, out
-
-
-def test_evaluate_scores_the_benchmark_sets_with_their_protocols(benchmark_run):
-  check_report(benchmark_run[0])
-
-
-def check_report(work):
-  report = json.loads((work / "report.json").read_text())
-  t1 = report["dafi"]["sets"]
-  assert "skipped" in t1["tfds:cprfa_aflw_32"] and "skipped" in t1["tfds:cprfa_cofw68_32"]
-  lm_row = t1["synth-aflw"]["trained"]["Landmark network"]
-  assert lm_row["num_vertices"] == 68 and lm_row["adr_mean"] == 100.0
-  assert 0 < lm_row["nme_mean"] < 100
-  fit = report["fit"]["sets"]
-  a, c = fit["tfds:cprfa_aflw_32"], fit["tfds:cprfa_cofw68_32"]
-  assert (a["num_points"], a["protocol"], a["num_images"]) == (21, "aflw21", 5)
-  assert (c["num_points"], c["protocol"], c["num_images"]) == (51, "cofw68", 4)
-  methods = {"PnP-68", "PnP + DAFI(C)", "Online LM", "CPR(C)", "CPR-H", "CPRFA (CPR-H + CAPU)"}
-  assert methods <= set(a["methods"]) and methods <= set(c["methods"])
-  assert methods <= set(c["methods_interocular"])
-  for m in methods:
-    assert a["methods"][m]["bin_count"] == [2, 1, 2]          # |yaw| 5, 10 | 45 | 75, 95
-    assert c["methods"][m]["nme_bins"] == [None] * 3 and c["methods"][m]["nme_std"] is None
-    # The eye distance is shorter than the box side: the inter-ocular NME is the larger (a
-    # failed fit scores 1 = 100% under both).
-    assert c["methods_interocular"][m]["nme_mean"] >= c["methods"][m]["nme_mean"] > 0
-  assert a["published"]["3DDFA"]["nme_mean"] == 5.60
-  assert a["published"]["3DSTN"]["status"] == "published, not run"
-  assert "CPRFA (paper)" in c["published"] and "published" not in fit["synth-aflw"]
-  md = (work / "report.md").read_text()
-  assert "AFLW's annotated points among its 21" in md and "inter-ocular normaliser" in md
-  assert "3DDFA (published, not run) | 5.00 | 5.06 | 6.74 | 5.60 | 0.99" in md
-  assert re.search(r"\| Landmark network \(68\) \| [0-9.]+/100\.0", md)
-  for tag in ("tfds_cprfa_aflw_32", "tfds_cprfa_cofw68_32"):
-    assert (work / f"ced_{tag}.png").exists() and (work / f"fits_{tag}.png").exists()
-  rows = (work / "per_image_tfds_cprfa_cofw68_32.csv").read_text().splitlines()
-  assert len(rows) == 5 and rows[1].split(",")[1] == "" and "nme_interocular[CPR-H]" in rows[0]
-
-
-def test_a_benchmark_set_of_another_size_is_one_line(benchmark_run, tmp_path):
-  work, data, _ = benchmark_run
-  bf.write_aflw(tmp_path / "aflw", 2)
-  aflw.build(tmp_path / "aflw", data, image_size=64, log=lambda m: None)
-  out = _run("evaluate.py", "--workdir", str(work), f"--config.data.data_dir={data}",
-             "--config.data.eval_sets=('tfds:cprfa_aflw_64',)")
-  assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
-  assert "built at 64 px" in out.stderr and "--config.data.image_size=32" in out.stderr

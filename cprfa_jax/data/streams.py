@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import grain
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 
 from cprfa_jax.data import augment, datasets, tfds_io
@@ -102,8 +103,16 @@ def reference_set(config, model3d, log=print):
   if is_tfds(config):
     source = open_train_set(config, model3d)
     return Subset(source, reference_indices(len(source), config.data.num_reference))
-  return datasets.ensure_set(model3d, "reference", config.data.data_dir, config.data.image_size,
-                             config.data.num_reference, log=log)
+  args = (model3d, "reference", config.data.data_dir, config.data.image_size)
+  if jax.process_count() == 1:
+    return datasets.ensure_set(*args, config.data.num_reference, log=log)
+  # Several processes share data_dir: one renders and writes, the others wait and read, so no
+  # process reads a set another is rewriting.
+  if jax.process_index() == 0:
+    datasets.ensure_set(*args, config.data.num_reference, log=log)
+  multihost_utils.sync_global_devices("cprfa reference set")
+  return datasets.load_set("reference", model3d, config.data.data_dir,
+                           config.data.image_size).head(config.data.num_reference)
 
 
 def _pick(keys):
