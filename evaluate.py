@@ -18,7 +18,6 @@ is given; its rows are then marked unfinished.
 import functools
 import json
 import os
-import sys
 import time
 
 import cv2
@@ -30,7 +29,7 @@ from ml_collections import config_flags
 from cprfa_jax import cli, metrics, mm, pipeline
 from cprfa_jax.data import aflw, datasets, tfds_io
 from cprfa_jax.report import provenance, published
-from cprfa_jax.stages import dafi, dafi_eval, eval_stages, fit_eval, fit_report, landmarks
+from cprfa_jax.stages import dafi, dafi_eval, eval_stages, fit, fit_eval, fit_report, landmarks
 from cprfa_jax.train import checkpoint
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -162,7 +161,9 @@ def evaluate_fit(config, root, model3d, trained, statuses, log):
   t0 = time.time()
   sel = pipeline.ensure_selection(config, root, model3d, log)
   observer = pipeline.Observer(config, root, model3d, with_landmarks=True)
-  report, md = {"stages": sorted(trained), "sets": {}}, ["## Table 2: 3D face alignment (landmark NME)\n"]
+  kappa = fit.kappa_sample_line(config, model3d)
+  report = {"stages": sorted(trained), "kappa_sample": kappa, "sets": {}}
+  md = ["## Table 2: 3D face alignment (landmark NME)\n", f"Regressors: {kappa}.\n"]
   re_path = config.eval.get("aflw2000_reannotated", None)
   for set_name in config.data.eval_sets:
     src = eval_source(config, model3d, set_name, log)

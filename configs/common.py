@@ -55,7 +55,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.cpr.features = 64
   c.cpr.hidden = 64                # GRU state h
   c.cpr.kappa = 0.1                # §3.2: κ of the detected vertices for Eq. 6's errors
-  c.cpr.max_sampled = 256          # static bound on κ · #detected (jit shapes)
+  # Eq. 6's κ sample lives in a static array: 0 sizes it ceil(κ · V), so it is never cut short;
+  # a positive value caps it (small configs, for speed; logged at start, in the report).
+  c.cpr.max_sampled = 0
   c.cpr.num_path = 5               # M of Eq. 6
   c.cpr.match_dist = 0.01         # DAFI decoding for the fit (Table 1 keeps eval.match_dist)
   c.cpr.dafi_source = "unet"       # unet: the trained HS-U-Net | corrupted_gt: noisy true DAFIs

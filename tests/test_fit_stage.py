@@ -141,3 +141,18 @@ def test_fit_loss_gradient_is_finite_at_the_truth_and_where_s_crosses_zero():
   for pose in (p, p.at[:, 3].set(0.0), p.at[:, 3].set(-0.5)):
     g = jax.grad(loss, argnums=(0, 1))(jnp.stack([a] * 3), jnp.stack([pose] * 3))
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in g)
+
+
+def test_the_kappa_sample_is_said_derived_or_capped():
+  """§3.2's κ = 0.1 of the detected vertices: with max_sampled 0 the bound is ceil(κ V) and the
+  stage says so; a smaller cap is named with its flag and the vertex count it cuts from."""
+  model3d = synthetic_model(num_vertices=2000)
+  v = model3d.num_vertices
+  c = tiny.get_config()
+  c.cpr.max_sampled = 0
+  line = fit.kappa_sample_line(c, model3d)
+  assert f"up to {-(-v // 10)} per image" in line and "never capped" in line
+  c.cpr.max_sampled = 32
+  line = fit.kappa_sample_line(c, model3d)
+  assert "up to 32 per image" in line and "--config.cpr.max_sampled=32" in line
+  assert "more than 320 detected" in line

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cprfa_jax.cpr import path
 from cprfa_jax.data import streams
 from cprfa_jax.numerics import safe_norm
 from cprfa_jax.models.cpr_regressor import CprRegressor, Observations, generated_points
@@ -54,6 +55,20 @@ def regressor(config, model3d, stage) -> CprRegressor:
   return CprRegressor(num_alpha=model3d.num_id + model3d.num_exp, num_stages=c.num_stages,
                       width=c.width, features=c.features, hidden=c.hidden, kappa=c.kappa,
                       max_sampled=c.max_sampled, num_path=c.num_path, **VARIANTS[stage])
+
+
+def kappa_sample_line(config, model3d) -> str:
+  """What Eq. 6's κ sample is at this model and config, said at the start of every regressor
+  stage (and recorded in evaluate.py's report): derived from V, or capped by cpr.max_sampled."""
+  c = config.cpr
+  b = path.sample_bound(c.kappa, model3d.num_vertices, c.max_sampled or None)
+  line = (f"Eq. 6 samples round(κ · #detected) of the detected vertices, κ = {c.kappa}: up to "
+          f"{b.k_max} per image")
+  if b.capped:
+    return line + (f", capped by --config.cpr.max_sampled={c.max_sampled} below ceil(κ · V) = "
+                   f"{b.needed} (V = {model3d.num_vertices}): images with more than "
+                   f"{int(b.k_max / c.kappa)} detected vertices use fewer than κ of them")
+  return line + f" (ceil(κ · V), V = {model3d.num_vertices}: never capped)"
 
 
 def to_observations(batch, sel_C) -> Observations:
@@ -140,6 +155,7 @@ def run(config, workdir, model3d, stage, sel_C, layout_3xN, observe_fn, frozen_r
         log=print, batches=None):
   """Trains one regressor stage; returns the final TrainState."""
   validate(config, stage)
+  log(kappa_sample_line(config, model3d))
   init_fn, loss_fn = stage_fns(config, model3d, stage, sel_C, layout_3xN, frozen_round1)
   if batches is None:
     source = streams.batches_fn(config, model3d, STREAM_KEYS)
