@@ -212,7 +212,7 @@ def main(argv):
   config_file = config_flags.get_config_filename(flags.FLAGS["config"])
   log = progress()
   try:
-    model3d = mm.load_model(config.model)
+    model3d = cli.load_model(config)
     log(f"reading the checkpoints in {root} ...")
     unet, trained, statuses, lm_params = checkpoints(config, root, config_file)
     eval_stages.check_finished(statuses, _ALLOW.value)

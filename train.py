@@ -41,7 +41,7 @@ def main(argv):
   try:
     sharding.maybe_initialize_distributed(config.distributed)
     pipeline.check_stages(config.stages)
-    model3d = mm.load_model(config.model)
+    model3d = cli.load_model(config)
     pipeline.run(config, _WORKDIR.value, model3d, log=functools.partial(print, flush=True),
                  config_file=config_flags.get_config_filename(flags.FLAGS["config"]))
   except USER_ERRORS as e:

@@ -156,3 +156,12 @@ def flags_parser(script: str, doc: str):
       fail(script, unknown_key_message(path, argv, e))
 
   return parse
+
+
+def load_model(config):
+  """The config's 3DMM; a bad `model` spec or file is a ModelFormatError naming the flag."""
+  from cprfa_jax import mm  # pylint: disable=import-outside-toplevel
+  try:
+    return mm.load_model(config.model)
+  except mm.ModelFormatError as e:
+    raise mm.ModelFormatError(f"--config.model={config.model}: {e}") from None

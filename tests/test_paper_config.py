@@ -69,8 +69,6 @@ def test_train_without_a_model_path_fails_in_one_line(tmp_path):
   assert not workdir.exists()                               # nothing trained, nothing written
 
 
-@pytest.mark.xfail(strict=True, reason="mm/registry.py's 'needs a path' message does not name "
-                   "the --config.model flag yet; drop this marker when it does")
 def test_the_error_names_the_flag(tmp_path):
   _, lines, _ = _train_without_model(tmp_path)
   assert "--config.model=bfm3ddfa:" in lines[0]

@@ -6,11 +6,9 @@ The stage gives the shared loop (`train.loop`) an init function, a loss and a ba
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
-import numpy as np
 
-from cprfa_jax.data import augment, streams
+from cprfa_jax.data import streams
 from cprfa_jax.models.hs_unet import HSUNet, hs_unet_loss
 from cprfa_jax.train import loop
 
@@ -39,40 +37,6 @@ def network(config) -> HSUNet:
 def preprocess(image_BxHxWx3) -> jnp.ndarray:
   """uint8 RGB -> float32 centred on 0."""
   return jnp.asarray(image_BxHxWx3, jnp.float32) / 255.0 - 0.5
-
-
-def _host_slice(batch_size: int):
-  """This process's share of the global batch, and its offset (multi-host data parallelism)."""
-  n, p = jax.process_count(), jax.process_index()
-  return batch_size // n, p
-
-
-class _RecordStream:
-  """Batches from a persisted data set (e.g. 300W-LP): a fresh permutation per epoch from the
-  seed, so batch k is the same whatever step a run resumed at."""
-
-  def __init__(self, source, batch_size, seed, start_batch, augment_ranges, offset, keys=KEYS):
-    self.source, self.b, self.seed = source, batch_size, seed
-    self.k, self.aug, self.offset = start_batch, augment_ranges, offset
-    self.keys = keys   # what the stage stacks (other stages reuse this stream)
-
-  def __iter__(self):
-    return self
-
-  def __next__(self):
-    n = len(self.source)
-    global_b = self.b * jax.process_count()
-    if n < global_b:
-      raise ValueError(f"{self.source!r} has {n} examples, fewer than one batch of {global_b}")
-    epoch, i = divmod(self.k, n // global_b)
-    order = np.random.default_rng([self.seed, epoch]).permutation(n)
-    lo = i * global_b + self.offset * self.b
-    idx = order[lo:lo + self.b]
-    exs = [self.source[int(j)] for j in idx]
-    if self.aug:
-      exs = augment.augment_batch(exs, np.random.default_rng([self.seed, self.k, self.offset]))
-    self.k += 1
-    return {key: np.stack([e[key] for e in exs]) for key in self.keys}
 
 
 def train_batches(config, model3d):
