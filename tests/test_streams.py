@@ -1,5 +1,10 @@
 """data.streams: one data path for every stage, on lists and on a tfds fixture set."""
 
+import os
+import pathlib
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -166,3 +171,34 @@ def test_bad_data_train_is_named():
   c.data.train = "300wlp"
   with pytest.raises(ValueError, match="data.train='300wlp'"):
     dafi.validate(c)
+
+
+WORKERS_SCRIPT = """
+import sys
+import numpy as np
+from absl import flags
+from cprfa_jax.data import streams
+
+def main():
+  flags.FLAGS.mark_as_parsed()   # as under train.py's app.run: Grain's workers read its flags
+  src = [{"index": np.int32(i)} for i in range(20)]
+  threads = streams.grain_batches(src, 2, 3, ("index",), augmented=False)(3)
+  workers = streams.grain_batches(src, 2, 3, ("index",), augmented=False, workers=1)(3)
+  for _ in range(6):
+    a, b = next(threads)["index"], next(workers)["index"]
+    assert (np.asarray(a) == np.asarray(b)).all(), (a, b)
+  print("same")
+
+if __name__ == "__main__":   # worker processes are spawned: the main module must be importable
+  main()
+"""
+
+
+def test_worker_processes_give_the_batches_threads_give(tmp_path):
+  """`data.loader_workers` (Grain's mp_prefetch) reads the same batches, in the same order."""
+  script = tmp_path / "workers.py"
+  script.write_text(WORKERS_SCRIPT)
+  root = pathlib.Path(__file__).resolve().parents[1]
+  out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                       cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+  assert out.returncode == 0 and out.stdout.strip().endswith("same"), out.stderr[-2000:]
