@@ -7,9 +7,13 @@ landmark network (the fusion's input), round 1 (CPR-H: DAFI + landmark CPRs, q s
 (CAPU: κ-sampled path errors and β). Latency at batch 1, throughput at batch 32. Networks at the
 quickstart config's sizes; weights from --workdir if given (a trained pipeline), else random
 (the speed does not depend on the weights; decoding then reads the true DAFI so it decodes a
-realistic number of pixels). Prints one JSON object.
+realistic number of pixels). Prints one JSON object, with each jitted stage's XLA memory
+(arguments + outputs + temporaries, `Compiled.memory_analysis`) and the process's peak RSS.
 
     python benchmarks/fit_speed.py [--config configs/quickstart.py] [--workdir runs/quickstart]
+    # the paper's sizes (256 px, C = 512, N = 256, q = 3) with a 53k-vertex random model:
+    python benchmarks/fit_speed.py --config configs/paper.py --model synthetic:53215 \
+        --throughput_batch 0
 """
 
 import argparse
@@ -17,6 +21,7 @@ import contextlib
 import json
 import os
 import platform
+import resource
 import sys
 import time
 
@@ -100,6 +105,22 @@ def build(config, model3d, workdir, batch):
               trained_unet=bool(workdir), config=config)
 
 
+def stage_memory(b) -> dict:
+  """MiB each jitted stage needs on the device: its arguments, outputs and XLA temporaries."""
+  obs = b["obs"]._replace(y_lm=jnp.zeros((len(b["x"]), 68, 2)),
+                          det_lm=jnp.ones((len(b["x"]), 68), bool))
+  args = {"unet": (b["pu"], b["x"]), "landmarks": (b["pl"], b["x"]), "round1": (b["pc"], obs),
+          "full": (b["pc"], obs)}
+  out = {}
+  for k, a in args.items():
+    m = jax.jit(b["fns"][k]).lower(*a).compile().memory_analysis()
+    if m is None:
+      return {}
+    total = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+    out[k] = round(total / 2**20, 1)
+  return out
+
+
 def time_stages(b, jit: bool, repeats: int):
   f = {k: (jax.jit(v) if jit else v) for k, v in b["fns"].items()}
   ctx = contextlib.nullcontext() if jit else jax.disable_jit()
@@ -128,15 +149,26 @@ def main():
   ap.add_argument("--throughput_batch", type=int, default=32)
   ap.add_argument("--repeats", type=int, default=3)
   ap.add_argument("--skip_eager_throughput", action="store_true")
+  ap.add_argument("--model", default="", help="instead of the config's model, e.g. "
+                  "synthetic:53215 for a BFM-sized random model when no BFM is at hand")
   args = ap.parse_args()
   config = load_config(args.config)
+  if args.model:
+    config.model = args.model
   model3d = mm.load_model(config.model)
   out = {"machine": f"{platform.machine()} {os.cpu_count()} CPU, {jax.devices()[0].platform}",
          "config": args.config, "trained_weights": bool(args.workdir),
          "C": config.eval.num_selected, "image_size": config.data.image_size,
+         "model": f"{model3d.name} V={model3d.num_vertices}", "q": config.cpr.num_stages,
+         "unet_widths": list(config.unet.widths), "lmnet_widths": list(config.lmnet.widths),
+         "cpr_width": config.cpr.width,
          "paper_s_per_image_gtx1080ti": PAPER_S_PER_IMAGE}
-  for batch, label in ((1, "latency_batch1"), (args.throughput_batch, f"batch{args.throughput_batch}")):
+  runs = [(1, "latency_batch1")]
+  if args.throughput_batch:
+    runs.append((args.throughput_batch, f"batch{args.throughput_batch}"))
+  for batch, label in runs:
     b = build(config, model3d, args.workdir, batch)
+    out[f"{label}_jit_stage_mib"] = stage_memory(b)
     for jit in (True, False):
       if not jit and batch > 1 and args.skip_eager_throughput:
         continue
@@ -150,6 +182,7 @@ def main():
   j, e = out["latency_batch1_jit"], out["latency_batch1_eager"]
   out["jit_speedup_latency"] = round(e["total"] / j["total"], 2)
   out["speedup_vs_paper_latency"] = round(PAPER_S_PER_IMAGE / j["total"], 2)
+  out["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10, 1)
   print(json.dumps(out, indent=1))
 
 
