@@ -1,10 +1,13 @@
 """The real-data path end to end, on format-exact fixtures: a 300W-LP archive (subject folders
 of jpg + .mat) and a BFM-layout model are built into a tfds set with `data.real`, every stage of
-configs/tiny.py trains on it (`data.train=tfds:...`), and evaluate.py scores AFLW2000-3D, AFLW
-(21 points) and COFW-68 (51 inner points) fixtures with their protocols' points and
-normalisers. The regressors' batches are checked to be that set's training images, by content."""
+configs/tiny.py trains on it through train.py (`--config.data.train=tfds:...`), and evaluate.py
+scores AFLW2000-3D, AFLW (21 points) and COFW-68 (51 inner points) fixtures with their
+protocols' points and normalisers. Every batch train.py gives a stage, the regressors' too, is
+recorded and checked to be that set's training images, by content."""
 
+import hashlib
 import json
+import os
 import pathlib
 import re
 import subprocess
@@ -16,7 +19,6 @@ import pytest
 import benchmark_fixtures as bf
 import real_fixtures
 from configs import tiny
-from cprfa_jax import pipeline
 from cprfa_jax.data import aflw, cofw, real, streams, tfds_io
 from cprfa_jax.mm.bfm import load_bfm_3ddfa
 from cprfa_jax.stages import fit
@@ -62,38 +64,70 @@ def _config(bfm_path, data):
   return c
 
 
+# train.py itself, with every batch a stage is given recorded by content (the hook wraps
+# `streams.batches_fn`, which every stage calls): what the command trains on, not a re-creation.
+RECORDING_TRAIN = """
+import hashlib, json, os, runpy, sys
+root = sys.argv.pop(1)
+sys.path.insert(0, root)
+from cprfa_jax.data import streams
+inner_fn = streams.batches_fn
+
+def recording(config, model3d, keys):
+  inner = inner_fn(config, model3d, keys)
+  def batches(start):
+    for b in inner(start):
+      with open(os.environ["CPRFA_RECORD"], "a") as f:
+        for im in b["image"]:
+          f.write(json.dumps([list(keys), hashlib.sha1(im.tobytes()).hexdigest()]) + "\\n")
+      yield b
+  return batches
+
+streams.batches_fn = recording
+sys.argv[0] = os.path.join(root, "train.py")
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def _flags(config):
+  sets = ", ".join(f"'{s}'" for s in config.data.eval_sets)
+  return [f"--config.model={config.model}", f"--config.data.train={config.data.train}",
+          f"--config.data.data_dir={config.data.data_dir}",
+          f"--config.data.num_reference={config.data.num_reference}",
+          f"--config.data.augment={config.data.augment}", f"--config.data.eval_sets=({sets},)",
+          f"--config.eval.num_selected={config.eval.num_selected}"]
+
+
+def _sha(image):
+  return hashlib.sha1(image.tobytes()).hexdigest()
+
+
 @pytest.fixture(scope="module")
 def trained(built):
   tmp, bfm_path, data = built
   config = _config(bfm_path, data)
-  model3d = load_bfm_3ddfa(bfm_path)
+  script, record = tmp / "recording_train.py", tmp / "batches.jsonl"
+  script.write_text(RECORDING_TRAIN)
+  run = subprocess.run([sys.executable, str(script), str(ROOT), "--config",
+                        str(ROOT / "configs/tiny.py"), "--workdir", str(tmp / "run"),
+                        *_flags(config)], capture_output=True, text=True, timeout=1200, cwd=ROOT,
+                       env={**os.environ, "CPRFA_RECORD": str(record)})
+  assert run.returncode == 0, run.stderr[-3000:]
   seen = {}   # keys a stage stacks -> content of every image it was given
-  batches_fn = streams.batches_fn
-
-  def recording(config, model3d, keys):
-    inner = batches_fn(config, model3d, keys)
-
-    def batches(start):
-      for b in inner(start):
-        seen.setdefault(tuple(keys), []).extend(im.tobytes() for im in b["image"])
-        yield b
-    return batches
-
-  mp = pytest.MonkeyPatch()
-  mp.setattr(streams, "batches_fn", recording)
-  try:
-    pipeline.run(config, str(tmp / "run"), model3d, log=lambda s: None)
-  finally:
-    mp.undo()
-  return tmp, config, model3d, seen
+  for line in record.read_text().splitlines():
+    keys, sha = json.loads(line)
+    seen.setdefault(tuple(keys), []).append(sha)
+  return tmp, config, load_bfm_3ddfa(bfm_path), seen, run.stdout
 
 
 def test_every_stage_trains_on_the_300wlp_training_images(trained):
-  tmp, config, model3d, seen = trained
+  tmp, config, model3d, seen, stdout = trained
+  for stage in ("dafi", "landmarks", "cpr", "cpr_h", "capu"):
+    assert f"== stage {stage}" in stdout
   source = tfds_io.read_dataset(f"cprfa_300wlp_{SIZE}", config.data.data_dir, "train")
   assert len(source) == len(STEMS) == NUM_TRAIN
   ref = set(streams.reference_indices(NUM_TRAIN, NUM_REFERENCE))
-  train = {source[i]["image"].tobytes() for i in range(NUM_TRAIN) if i not in ref}
+  train = {_sha(source[i]["image"]) for i in range(NUM_TRAIN) if i not in ref}
   assert set(seen) == {("image", "dafi", "mask"), ("image", "landmarks"), fit.STREAM_KEYS}
   for keys, images in seen.items():
     # Every image a stage (the regressors included) trained on is a 300W-LP training image,
@@ -104,26 +138,22 @@ def test_every_stage_trains_on_the_300wlp_training_images(trained):
 
 
 def test_the_selection_used_the_held_out_reference_images(trained):
-  tmp, config, model3d, _ = trained
+  tmp, config, model3d, _, _ = trained
   sel = np.load(tmp / "run" / "dafi" / "selection.npz")
   assert sel["selected"].shape == (config.eval.num_selected,)
   assert (sel["selected"] < model3d.num_vertices).all()
 
 
 def _evaluate(tmp, config, *extra):
-  sets = ", ".join(f"'{s}'" for s in config.data.eval_sets)
-  flags = [f"--config.model={config.model}", f"--config.data.train={config.data.train}",
-           f"--config.data.data_dir={config.data.data_dir}",
-           f"--config.data.num_reference={NUM_REFERENCE}", f"--config.data.eval_sets=({sets},)",
-           f"--config.eval.num_selected={config.eval.num_selected}", *extra]
   return subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--config",
-                         str(ROOT / "configs/tiny.py"), "--workdir", str(tmp / "run"), *flags],
+                         str(ROOT / "configs/tiny.py"), "--workdir", str(tmp / "run"),
+                         *_flags(config), *extra],
                         capture_output=True, text=True, timeout=900, cwd=ROOT)
 
 
 @pytest.fixture(scope="module")
 def evaluated(trained):
-  tmp, config, _, _ = trained
+  tmp, config, _, _, _ = trained
   run = _evaluate(tmp, config)
   assert run.returncode == 0, run.stderr[-3000:]
   return tmp / "run", run
@@ -163,7 +193,7 @@ def test_evaluate_scores_each_set_with_its_protocol(evaluated):
 
 
 def test_a_benchmark_set_of_another_size_is_one_line(trained, tmp_path):
-  tmp, config, _, _ = trained
+  tmp, config, _, _, _ = trained
   bf.write_aflw(tmp_path / "aflw", 2)
   aflw.build(tmp_path / "aflw", config.data.data_dir, image_size=64, log=lambda m: None)
   c = config.copy_and_resolve_references()
