@@ -244,27 +244,37 @@ def reannotated_points(source, path, num: int | None = None) -> np.ndarray:
   return out
 
 
+def add_build_flags(p, default_name: str, unit: str) -> None:
+  """The options every benchmark reader's CLI shares (this module's and `data.cofw`'s)."""
+  p.add_argument("--out", required=True, help="tfds data_dir to write into")
+  p.add_argument("--name", help=f"dataset name (default {default_name})")
+  p.add_argument("--image-size", type=int, default=128)
+  p.add_argument("--box-scale", type=float, default=2.0)
+  p.add_argument("--on-error", choices=("skip", "stop"), default="stop")
+  p.add_argument("--limit", type=int, help=f"only the first N {unit} (a quick try)")
+  p.add_argument("--overwrite", action="store_true")
+
+
+def run_build(build_fn, a, *args, **kwargs) -> None:
+  """Calls a reader's `build` with the shared options of `a`; a user error is one line."""
+  try:
+    out = build_fn(*args, out_dir=a.out, image_size=a.image_size, box_scale=a.box_scale,
+                   name=a.name, limit=a.limit, on_error=a.on_error, overwrite=a.overwrite,
+                   **kwargs)
+  except (OSError, ExampleError) as e:
+    sys.exit(f"error: {e}")
+  print(f"wrote {out}")
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description="AFLW (21 points, 3DDFA's benchmark layout) -> a "
                               "cprfa-jax tfds test set (split test)")
   p.add_argument("--root", required=True, help=f"folder holding {CROP_DIR}/ (and {LIST_FILE})")
   p.add_argument("--annotations", help="folder holding the AFLW_GT_*.npy arrays (3DDFA's "
                  "test.configs/); default: --root")
-  p.add_argument("--out", required=True, help="tfds data_dir to write into")
-  p.add_argument("--name", help="dataset name (default cprfa_aflw_<image-size>)")
-  p.add_argument("--image-size", type=int, default=128)
-  p.add_argument("--box-scale", type=float, default=2.0)
-  p.add_argument("--on-error", choices=("skip", "stop"), default="stop")
-  p.add_argument("--limit", type=int, help="only the first N faces (a quick try)")
-  p.add_argument("--overwrite", action="store_true")
+  add_build_flags(p, "cprfa_aflw_<image-size>", "faces")
   a = p.parse_args(argv)
-  try:
-    out = build(a.root, a.out, annotations=a.annotations, image_size=a.image_size,
-                box_scale=a.box_scale, name=a.name, limit=a.limit, on_error=a.on_error,
-                overwrite=a.overwrite)
-  except (OSError, ExampleError) as e:
-    sys.exit(f"error: {e}")
-  print(f"wrote {out}")
+  run_build(build, a, a.root, annotations=a.annotations)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import sys
 import numpy as np
 import scipy.io
 
-from cprfa_jax.data.aflw import frame, write
+from cprfa_jax.data.aflw import add_build_flags, frame, run_build, write
 from cprfa_jax.data.real import ExampleError
 
 ANN_DIR, BOX_FILE = "test_annotations", "cofw68_test_bboxes.mat"
@@ -182,21 +182,9 @@ def main(argv=None):
   p.add_argument("--images", required=True, help="COFW_test_color.mat or COFW_test.mat (v5 or v7.3)")
   p.add_argument("--annotations", required=True, help=f"the {ANN_DIR}/ folder of <i>_points.mat")
   p.add_argument("--boxes", required=True, help=BOX_FILE)
-  p.add_argument("--out", required=True, help="tfds data_dir to write into")
-  p.add_argument("--name", help="dataset name (default cprfa_cofw68_<image-size>)")
-  p.add_argument("--image-size", type=int, default=128)
-  p.add_argument("--box-scale", type=float, default=2.0)
-  p.add_argument("--on-error", choices=("skip", "stop"), default="stop")
-  p.add_argument("--limit", type=int, help="only the first N images (a quick try)")
-  p.add_argument("--overwrite", action="store_true")
+  add_build_flags(p, "cprfa_cofw68_<image-size>", "images")
   a = p.parse_args(argv)
-  try:
-    out = build(a.images, a.annotations, a.boxes, a.out, image_size=a.image_size,
-                box_scale=a.box_scale, name=a.name, limit=a.limit, on_error=a.on_error,
-                overwrite=a.overwrite)
-  except (OSError, ExampleError) as e:
-    sys.exit(f"error: {e}")
-  print(f"wrote {out}")
+  run_build(build, a, a.images, a.annotations, a.boxes)
 
 
 if __name__ == "__main__":
