@@ -23,15 +23,13 @@ def distributed_args(environ=None) -> dict:
   coordinator_address, num_processes and process_id, or {} when the process count and index
   are not set (a cluster JAX detects: Slurm, Open MPI, TPU)."""
   environ = os.environ if environ is None else environ
-  addr, num, pid = (environ.get(n) for n in ("JAX_COORDINATOR_ADDRESS", NUM_PROCESSES_ENV,
-                                             PROCESS_ID_ENV))
+  names = ("JAX_COORDINATOR_ADDRESS", NUM_PROCESSES_ENV, PROCESS_ID_ENV)
+  addr, num, pid = values = [environ.get(n) for n in names]
   if num is None and pid is None:
     return {}
-  if num is None or pid is None or not addr:
-    given = [n for n, v in (("JAX_COORDINATOR_ADDRESS", addr), (NUM_PROCESSES_ENV, num),
-                            (PROCESS_ID_ENV, pid)) if v]
-    missing = [n for n in ("JAX_COORDINATOR_ADDRESS", NUM_PROCESSES_ENV, PROCESS_ID_ENV)
-               if n not in given]
+  if not all(values):
+    given = [n for n, v in zip(names, values) if v]
+    missing = [n for n, v in zip(names, values) if not v]
     raise ValueError(f"multi-process run: {', '.join(given)} set but not {', '.join(missing)}; "
                      f"set all three (or neither {NUM_PROCESSES_ENV} nor {PROCESS_ID_ENV} on a "
                      "cluster JAX detects: Slurm, Open MPI, TPU)")
