@@ -69,7 +69,7 @@ def eval_source(config, model3d, name, log):
     raise ValueError(f"{name} ({src.path}) was built at {size} px but --config.data.image_size="
                      f"{config.data.image_size}: rebuild it with --image-size "
                      f"{config.data.image_size}")
-  if "alpha_id" in src.spec and hasattr(tfds_io, "check_model"):
+  if "alpha_id" in src.spec:
     tfds_io.check_model(src, model3d, config.data.image_size, name)
   return src
 
