@@ -19,7 +19,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from cprfa_jax.geometry import projection
-from cprfa_jax.mm.model import shape
+from cprfa_jax.mm.model import vertices
 
 # Camera distance for PnP in units of the model (a face is ~1 wide): perspective effects are
 # then below 1% and the pinhole camera behaves like Eq. 2's weak perspective.
@@ -113,6 +113,5 @@ def online_fit(model3d, y_obs_Vx2, detected_V, num_id=10, num_exp=5, prior=1.0,
 
 def landmarks_of(model3d, pose_6, alpha) -> np.ndarray:
   """The 68 landmarks (normalised coordinates) of a fitted model."""
-  a = jnp.asarray(alpha, jnp.float32)
-  verts = shape(model3d, a[:model3d.num_id], a[model3d.num_id:])
+  verts = vertices(model3d, alpha)
   return np.asarray(projection.project(verts[model3d.landmarks_68], jnp.asarray(pose_6, jnp.float32)))

@@ -77,6 +77,14 @@ def shape(model: MorphableModel, alpha_id_K, alpha_exp_E) -> jnp.ndarray:
           + jnp.einsum("e,evd->vd", alpha_exp_E, model.exp_basis_ExVx3[:e]))
 
 
+def vertices(model: MorphableModel, alpha_A) -> jnp.ndarray:
+  """Eq. 1 from the compact α = [α_id (K), α_exp (E)] that the fit and the predictor carry
+  (A = K + E, the regressor's `num_alpha`): vertices (V, 3)."""
+  alpha_A = jnp.asarray(alpha_A, jnp.float32)
+  k = model.num_id
+  return shape(model, alpha_A[:k], alpha_A[k:])
+
+
 def pncc_code(mean_Vx3: np.ndarray) -> np.ndarray:
   """The PNCC colour of each vertex: the mean shape's x, y, z min-max normalised to [0, 1]
   (3DDFA's `pncc_code`, which is also CPRFA's DAFI colour code, §2.1)."""

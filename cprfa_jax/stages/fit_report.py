@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cprfa_jax.geometry import projection
-from cprfa_jax.mm.model import shape
+from cprfa_jax.mm.model import vertices
 from cprfa_jax import metrics
 from cprfa_jax.report import figures, published
 from cprfa_jax.stages import eval_stages, fit_eval
@@ -35,8 +35,7 @@ def _png(path, rgb):
 
 
 def _mesh_px(model3d, alpha, pose, hw):
-  k = model3d.num_id
-  verts = shape(model3d, jnp.asarray(alpha[:k]), jnp.asarray(alpha[k:]))
+  verts = vertices(model3d, alpha)
   px = projection.to_pixels(projection.project(verts, jnp.asarray(pose)), hw)
   depth = projection.camera_points(verts, jnp.asarray(pose))[:, 2] * min(hw) / 2
   facing = projection.front_facing(verts, model3d.triangles_Tx3, jnp.asarray(pose))
