@@ -29,7 +29,8 @@ from ml_collections import config_flags
 from cprfa_jax import cli, metrics, mm, pipeline
 from cprfa_jax.data import aflw, datasets, tfds_io
 from cprfa_jax.report import provenance, published
-from cprfa_jax.stages import dafi, dafi_eval, eval_stages, fit, fit_eval, fit_report, landmarks
+from cprfa_jax.stages import (compiled, dafi, dafi_eval, eval_stages, fit, fit_eval, fit_report,
+                              observe)
 from cprfa_jax.train import checkpoint
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -113,7 +114,7 @@ def evaluate_dafi(config, root, model3d, params, statuses, compare_untrained, lo
         f"V = {model3d.num_vertices})\n"]
   subsets = {"DAFI": np.asarray(model3d.landmarks_68), "DAFI all": np.arange(model3d.num_vertices),
              "DAFI CPR": sel["selected"]}
-  lm_net = None if lm_params is None else (landmarks.predictor(config), lm_params)
+  lm_net = None if lm_params is None else (compiled.landmarks(config), lm_params)
   lm_mark, lm_fields = eval_stages.mark(("landmarks",), statuses)
   for set_name in config.data.eval_sets:
     src = eval_source(config, model3d, set_name, log)
@@ -160,7 +161,7 @@ def evaluate_fit(config, root, model3d, trained, statuses, log):
     return None, []
   t0 = time.time()
   sel = pipeline.ensure_selection(config, root, model3d, log)
-  observer = pipeline.Observer(config, root, model3d, with_landmarks=True)
+  observer = observe.Observer(config, root, model3d, with_landmarks=True)
   kappa = fit.kappa_sample_line(config, model3d)
   report = {"stages": sorted(trained), "kappa_sample": kappa, "sets": {}}
   md = ["## Table 2: 3D face alignment (landmark NME)\n", f"Regressors: {kappa}.\n"]

@@ -38,8 +38,7 @@ from cprfa_jax.data import sampler  # noqa: E402
 from cprfa_jax.data.datasets import set_config  # noqa: E402
 from cprfa_jax.models.hs_unet import HSUNet  # noqa: E402
 from cprfa_jax.models.landmark_net import LandmarkNet, soft_argmax  # noqa: E402
-from cprfa_jax import pipeline  # noqa: E402
-from cprfa_jax.stages import dafi, fit, observe  # noqa: E402
+from cprfa_jax.stages import common, dafi, fit, observe  # noqa: E402
 from cprfa_jax.stages.landmarks import STRIDE  # noqa: E402
 
 PAPER_S_PER_IMAGE = 0.9
@@ -62,10 +61,10 @@ def build(config, model3d, workdir, batch):
   unet, lmnet = HSUNet(tuple(config.unet.widths)), LandmarkNet(tuple(config.lmnet.widths))
   x = dafi.preprocess(images)
   if workdir:
-    pu, pl = (pipeline.params_of(config, workdir, s) for s in ("dafi", "landmarks"))
-    pc = pipeline.params_of(config, workdir, "capu")
-    pc = {"stages_round1": pipeline.params_of(config, workdir, "cpr_h")["stages_round1"], **pc}
-    with np.load(pipeline.selection_file(workdir)) as f:
+    pu, pl = (common.params_of(config, workdir, s) for s in ("dafi", "landmarks"))
+    pc = common.params_of(config, workdir, "capu")
+    pc = {"stages_round1": common.params_of(config, workdir, "cpr_h")["stages_round1"], **pc}
+    with np.load(common.selection_file(workdir)) as f:
       sel, layout = f["selected"], f["layout"]
   else:
     pu = unet.init(jax.random.PRNGKey(0), x[:1])["params"]

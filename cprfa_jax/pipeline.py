@@ -21,8 +21,9 @@ import numpy as np
 
 from cprfa_jax.data import streams
 from cprfa_jax.stages import dafi, dafi_eval, fit, landmarks, observe
-from cprfa_jax.stages.common import stage_config, stage_flag, stage_dir
-from cprfa_jax.train import checkpoint, loop
+from cprfa_jax.stages.common import (params_of, selection_file, stage_config, stage_flag,
+                                     stage_dir)
+from cprfa_jax.train import loop
 
 ORDER = ("dafi", "landmarks", "cpr", "cpr_h", "capu")
 NEEDS = {"cpr": ("dafi",), "cpr_h": ("dafi", "landmarks"), "capu": ("dafi", "landmarks", "cpr_h")}
@@ -35,15 +36,6 @@ def check_stages(stages) -> None:
     raise ValueError(f"--config.stages: unknown {unknown}; choose from {ORDER}")
   if list(stages) != sorted(stages, key=ORDER.index):
     raise ValueError(f"--config.stages={stages}: stages must run in the order {ORDER}")
-
-
-def params_of(config, root, stage):
-  """The trained parameters of an earlier stage (FileNotFoundError naming it if untrained)."""
-  return checkpoint.restore_params(stage_dir(root, stage), stage_config(config, stage).to_dict())[0]
-
-
-def selection_file(root) -> str:
-  return os.path.join(stage_dir(root, "dafi"), "selection.npz")
 
 
 def ensure_selection(config, root, model3d, log=print) -> dict:
@@ -72,46 +64,6 @@ def ensure_selection(config, root, model3d, log=print) -> dict:
                      f"--config.eval.num_selected={config.eval.num_selected}; delete the file to "
                      "select again")
   return sel
-
-
-class Observer:
-  """Images -> the arrays of `Observations` (dict, NumPy), with the trained U-Net and landmark
-  network. `dropout` and `corrupted_gt` are for training; evaluation uses neither."""
-
-  def __init__(self, config, root, model3d, with_landmarks: bool, dafi_source="unet",
-               dropout=0.0):
-    self.config, self.hw = config, (config.data.image_size,) * 2
-    self.tree = observe.dafi_lib.build_pncc_tree(model3d.pncc_Vx3)
-    self.dafi_source, self.dropout = dafi_source, dropout
-    self.unet = (dafi_eval.predictor(config), params_of(config, root, "dafi"))
-    self.lm = ((landmarks.predictor(config), params_of(config, root, "landmarks"))
-               if with_landmarks else None)
-
-  def dafi(self, images):
-    """U-Net DAFI (B, H, W, 3) and mask (B, H, W)."""
-    predict, p = self.unet
-    d, m = predict(p, images)
-    return np.asarray(d), np.asarray(m) > 0.5
-
-  def landmarks(self, images):
-    """Landmark pixels (B, 68, 2), or None without a landmark network."""
-    return None if self.lm is None else np.asarray(self.lm[0](self.lm[1], images)[0])
-
-  def __call__(self, batch, k=0):
-    # One generator per example, keyed by its row of global batch k: the corruption and the
-    # landmark dropout of an example do not depend on how many processes share the batch.
-    b = len(batch["image"])
-    row0 = jax.process_index() * b
-    rngs = [np.random.default_rng([self.config.seed, 7, k, row0 + i]) for i in range(b)]
-    if self.dafi_source == "corrupted_gt":
-      pairs = [observe.corrupt_dafi(batch["dafi"][i:i + 1], batch["mask"][i:i + 1], rngs[i])
-               for i in range(b)]
-      d, m = np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
-    else:
-      d, m = self.dafi(batch["image"])
-    lm = self.landmarks(batch["image"])
-    present = np.array([r.random() >= self.dropout for r in rngs])
-    return observe.observations(d, m, lm, self.tree, self.config.cpr.match_dist, self.hw, present)
 
 
 def run_stage(config, root, stage, model3d, log=print, config_file="CONFIG"):
@@ -144,7 +96,7 @@ def _run_stage(config, root, stage, model3d, log=print):
   else:
     sel = ensure_selection(config, root, model3d, log)
     fused = fit.VARIANTS[stage]["fusion"]
-    observer = Observer(config, root, model3d, fused, config.cpr.dafi_source,
+    observer = observe.Observer(config, root, model3d, fused, config.cpr.dafi_source,
                         config.cpr.landmark_dropout if fused else 0.0)
     frozen = params_of(config, root, "cpr_h")["stages_round1"] if stage == "capu" else None
     fit.run(view, sdir, model3d, stage, sel["selected"], sel["layout"], observer, frozen, log=log)

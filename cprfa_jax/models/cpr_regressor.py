@@ -38,7 +38,7 @@ import jax.numpy as jnp
 
 from cprfa_jax import cpr
 from cprfa_jax.geometry.projection import project
-from cprfa_jax.mm.model import shape
+from cprfa_jax.mm.model import vertices
 from cprfa_jax.cpr import path
 from cprfa_jax.models.cpr_net import BetaNet, CrossFusion, RecurrentHead
 
@@ -48,11 +48,8 @@ POSE_SLICES = {"rxy": slice(0, 2), "rz": slice(2, 3), "s": slice(3, 4), "t": sli
 
 def generated_points(model3d, sel_C, alpha_BxA, pose_Bx6):
   """Y^G of the C selected vertices (B, C, 2) for the current parameters (Eq. 1, Eq. 2)."""
-  k = model3d.num_id
-
   def one(alpha, pose):
-    verts = shape(model3d, alpha[:k], alpha[k:])
-    return project(verts[sel_C], pose)
+    return project(vertices(model3d, alpha)[sel_C], pose)
 
   return jax.vmap(one)(alpha_BxA, pose_Bx6)
 
@@ -91,14 +88,20 @@ def sample_path_vertices(model3d, alpha_BxA, y_all_BxVx2, det_all_BxV, key, kapp
   """round(κ · #detected) of each example's detected vertices (`path.sample_vertices`), in
   arrays of K = k_max. α is not updated in round 2 (§2.3), so the sample's 3D positions are
   computed here once, not at every one of the 2M path points of every group and stage."""
-  k_id = model3d.num_id
-
   def one(key, alpha, y_all, det):
     idx, valid = path.sample_vertices(key, det, kappa, k_max)
-    return idx, shape(model3d, alpha[:k_id], alpha[k_id:])[idx], y_all[idx], valid
+    return idx, vertices(model3d, alpha)[idx], y_all[idx], valid
 
-  keys = jax.random.split(key, alpha_BxA.shape[0])
-  return PathSample(*jax.vmap(one)(keys, alpha_BxA, y_all_BxVx2, det_all_BxV))
+  return PathSample(*jax.vmap(one)(example_keys(key, alpha_BxA.shape[0]), alpha_BxA,
+                                   y_all_BxVx2, det_all_BxV))
+
+
+def example_keys(key, b: int):
+  """Per-example keys (B, 2): one key is split B ways (training: every example of a batch draws
+  its own sample); a (B, 2) array is taken as it is (inference passes the same key for every
+  image, so a face's fit does not depend on its batch or its place in it)."""
+  key = jnp.asarray(key)
+  return jax.random.split(key, b) if key.ndim == 1 else key
 
 
 def group_path_errors(pose_Bx6, group, delta_BxP, sample: PathSample, m: int):
@@ -203,9 +206,10 @@ class CprRegressor(nn.Module):
   -> dict with the final `alpha` (B, K+E) and `pose` (B, 6), and per round the per-stage
   parameters (q, B, ...), the DAFI-CPR group inputs each stage saw and (round 2) the β of each
   group and branch. Round 2 runs when `capu` is set; it needs obs.y_all / det_all (Eq. 6's
-  errors) and a PRNG key (κ-sampling: round(κ · #detected) vertices, in an array of
-  `path.sample_bound(kappa, V, max_sampled).k_max`). With `fusion`, obs.y_lm / det_lm feed the
-  landmark branch when given; without them the DAFI branch runs alone."""
+  errors) and a PRNG key, or per-example keys (B, 2) (`example_keys`), for κ-sampling:
+  round(κ · #detected) vertices, in an array of `path.sample_bound(kappa, V, max_sampled).k_max`.
+  With `fusion`, obs.y_lm / det_lm feed the landmark branch when given; without them the DAFI
+  branch runs alone."""
   num_alpha: int
   num_stages: int = 3
   width: int = 16

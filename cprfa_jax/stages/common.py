@@ -77,3 +77,16 @@ def stage_flag(stage: str, key: str) -> str:
 def stage_dir(workdir: str, stage: str) -> str:
   """workdir/<stage>: each stage's checkpoints, logs and products (dafi/selection.npz)."""
   return os.path.join(workdir, stage)
+
+
+def params_of(config, workdir: str, stage: str):
+  """The trained parameters of a stage (FileNotFoundError naming it if untrained), restored
+  onto one local device."""
+  from cprfa_jax.train import checkpoint  # pylint: disable=import-outside-toplevel (orbax)
+  return checkpoint.restore_params(stage_dir(workdir, stage),
+                                   stage_config(config, stage).to_dict())[0]
+
+
+def selection_file(workdir: str) -> str:
+  """workdir/dafi/selection.npz: §2.2's C selected vertices and the CPR layout."""
+  return os.path.join(stage_dir(workdir, "dafi"), "selection.npz")

@@ -19,26 +19,13 @@ import numpy as np
 from cprfa_jax import cpr, dafi as dafi_lib, metrics
 from cprfa_jax.geometry import projection
 from cprfa_jax.mm.model import shape
-from cprfa_jax.models.hs_unet import HSUNet
-from cprfa_jax.stages.dafi import preprocess
+from cprfa_jax.stages import compiled
 
 
 def predictor(config):
-  """jitted (params, images uint8 (B, H, W, 3)) -> (DAFI (B, H, W, 3), mask prob (B, H, W)),
-  one per network shape, so every set and every parameter set reuses one compilation."""
-  return _predictor(tuple(config.unet.widths))
-
-
-@functools.lru_cache(maxsize=8)
-def _predictor(widths):
-  net = HSUNet(widths)
-
-  @jax.jit
-  def predict(params, images):
-    dafi, logits = net.apply({"params": params}, preprocess(images))[-1]
-    return dafi, jax.nn.sigmoid(logits)
-
-  return predict
+  """jitted (params, images uint8 (B, H, W, 3)) -> (DAFI (B, H, W, 3), mask prob (B, H, W)):
+  `stages.compiled.unet`, one compilation per network shape."""
+  return compiled.unet(config)
 
 
 @functools.partial(jax.jit, static_argnames=("hw",))

@@ -28,8 +28,8 @@ import numpy as np
 from cprfa_jax import metrics
 from cprfa_jax.baselines import fitting
 from cprfa_jax.geometry import projection
-from cprfa_jax.mm.model import shape
-from cprfa_jax.stages import fit, observe
+from cprfa_jax.mm.model import vertices
+from cprfa_jax.stages import compiled, fit, observe
 
 INNER_51 = np.arange(17, 68)     # COFW's 51 inner landmarks (Ghiasi et al.), as in §3.1
 
@@ -76,10 +76,8 @@ def landmarks_px(model3d, alpha_NxA, pose_Nx6, hw) -> np.ndarray:
 
 @functools.partial(jax.jit, static_argnames=("hw",))
 def _landmarks_px(model3d, alpha, pose, hw):
-  k = model3d.num_id
-
   def one(a, p):
-    v = shape(model3d, a[:k], a[k:])[model3d.landmarks_68]
+    v = vertices(model3d, a)[model3d.landmarks_68]
     return projection.to_pixels(projection.project(v, p), hw)
 
   return jax.vmap(one)(alpha, pose)
@@ -89,10 +87,8 @@ def _landmarks_px(model3d, alpha, pose, hw):
 def reprojection_confidence(model3d, alpha_NxA, pose_Nx6, y_all_NxVx2, det_all_NxV):
   """Mean distance over the detected vertices between the fitted projection and the DAFI,
   over the fitted landmark box size (NME units). NaN when nothing is detected."""
-  k = model3d.num_id
-
   def one(a, p, y, d):
-    proj = projection.project(shape(model3d, a[:k], a[k:]), p)
+    proj = projection.project(vertices(model3d, a), p)
     err = jnp.sum(jnp.where(d, jnp.linalg.norm(proj - y, axis=-1), 0.0)) / jnp.maximum(d.sum(), 1)
     box = metrics.box_size(proj[model3d.landmarks_68])
     return jnp.where(d.sum() > 0, err / jnp.maximum(box, 1e-6), jnp.nan)
@@ -126,25 +122,13 @@ def baselines(model3d, obs, sel_C, num_id=10, num_exp=5, log=lambda s: None) -> 
   return out
 
 
-_APPLY = {}
-
-
-def _apply_fn(config, model3d, stage, sel_C, layout_3xN):
-  """One compiled regressor per (stage, settings, model, selection): every set reuses it."""
-  key = (stage, str(config.cpr.to_dict()), id(model3d), np.asarray(sel_C).tobytes())
-  if key not in _APPLY:
-    net = fit.regressor(config, model3d, stage)
-    sel, layout = jnp.asarray(sel_C), jnp.asarray(layout_3xN)
-    _APPLY[key] = jax.jit(lambda p, o: net.apply({"params": p}, model3d, sel, layout, o,
-                                                 jax.random.PRNGKey(config.seed)))
-  return _APPLY[key]
-
-
 def run_regressor(config, model3d, stage, params, obs, sel_C, layout_3xN, with_landmarks=True,
                   batch_size=32):
   """A trained regressor over a set: (alpha (N, A), pose (N, 6), outputs of the first batch).
   The last batch is padded to full size so one compilation serves every batch."""
-  apply = _apply_fn(config, model3d, stage, sel_C, layout_3xN)
+  apply = compiled.regressor(config, model3d, stage)
+  sel, layout = jnp.asarray(sel_C), jnp.asarray(layout_3xN)
+  keys = compiled.inference_keys(config.seed, batch_size)
   alphas, poses, first = [], [], None
   n = len(obs["y_all"])
   for lo in range(0, n, batch_size):
@@ -153,7 +137,7 @@ def run_regressor(config, model3d, stage, params, obs, sel_C, layout_3xN, with_l
     if with_landmarks and fit.VARIANTS[stage]["fusion"]:
       batch["y_lm"] = obs["y_lm"][idx]
       batch["det_lm"] = np.ones(batch["y_lm"].shape[:2], bool)
-    out = apply(params, fit.to_observations(batch, sel_C))
+    out = apply(params, model3d, sel, layout, fit.to_observations(batch, sel_C), keys)
     m = min(batch_size, n - lo)
     alphas.append(np.asarray(out["alpha"])[:m])
     poses.append(np.asarray(out["pose"])[:m])

@@ -8,13 +8,10 @@ the later stages call.
 
 from __future__ import annotations
 
-import functools
-
-import jax
-
 from cprfa_jax.data import streams
 from cprfa_jax.models import landmark_net
 from cprfa_jax.models.landmark_net import STRIDE, LandmarkNet
+from cprfa_jax.stages import compiled
 from cprfa_jax.stages.dafi import preprocess
 from cprfa_jax.train import loop
 
@@ -78,16 +75,5 @@ def run(config, workdir: str, model3d, log=print, batches=None):
 
 def predictor(config):
   """jitted (params, images uint8 (B, H, W, 3)) -> (landmarks px (B, 68, 2), confidence
-  (B, 68)), one per network shape, so every set and every parameter set reuses one compilation."""
-  return _predictor(tuple(config.lmnet.widths))
-
-
-@functools.lru_cache(maxsize=8)
-def _predictor(widths):
-  net = LandmarkNet(widths)
-
-  @jax.jit
-  def predict(params, images):
-    return landmark_net.soft_argmax(net.apply({"params": params}, preprocess(images)), STRIDE)
-
-  return predict
+  (B, 68)): `stages.compiled.landmarks`, one compilation per network shape."""
+  return compiled.landmarks(config)

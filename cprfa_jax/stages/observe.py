@@ -9,10 +9,13 @@ Coordinates: decoding gives pixels; the fit works in normalised image coordinate
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 
 from cprfa_jax import dafi as dafi_lib
 from cprfa_jax.geometry import projection
+from cprfa_jax.stages import compiled
+from cprfa_jax.stages.common import params_of
 
 
 def decode_all(dafi_BxHxWx3, mask_BxHxW, tree, match_dist: float):
@@ -53,3 +56,43 @@ def observations(dafi_BxHxWx3, mask_BxHxW, landmarks_px_Bx68x2, tree, match_dist
     out["y_lm"] = np.asarray(projection.from_pixels(landmarks_px_Bx68x2, hw), np.float32)
     out["det_lm"] = np.repeat(present[:, None], 68, axis=1)
   return out
+
+
+class Observer:
+  """Images -> the arrays of `Observations` (dict, NumPy), with the trained U-Net and landmark
+  network. `dropout` and `corrupted_gt` are for training; evaluation uses neither."""
+
+  def __init__(self, config, root, model3d, with_landmarks: bool, dafi_source="unet",
+               dropout=0.0):
+    self.config, self.hw = config, (config.data.image_size,) * 2
+    self.tree = dafi_lib.build_pncc_tree(model3d.pncc_Vx3)
+    self.dafi_source, self.dropout = dafi_source, dropout
+    self.unet = (compiled.unet(config), params_of(config, root, "dafi"))
+    self.lm = ((compiled.landmarks(config), params_of(config, root, "landmarks"))
+               if with_landmarks else None)
+
+  def dafi(self, images):
+    """U-Net DAFI (B, H, W, 3) and mask (B, H, W)."""
+    predict, p = self.unet
+    d, m = predict(p, images)
+    return np.asarray(d), np.asarray(m) > 0.5
+
+  def landmarks(self, images):
+    """Landmark pixels (B, 68, 2), or None without a landmark network."""
+    return None if self.lm is None else np.asarray(self.lm[0](self.lm[1], images)[0])
+
+  def __call__(self, batch, k=0):
+    # One generator per example, keyed by its row of global batch k: the corruption and the
+    # landmark dropout of an example do not depend on how many processes share the batch.
+    b = len(batch["image"])
+    row0 = jax.process_index() * b
+    rngs = [np.random.default_rng([self.config.seed, 7, k, row0 + i]) for i in range(b)]
+    if self.dafi_source == "corrupted_gt":
+      pairs = [corrupt_dafi(batch["dafi"][i:i + 1], batch["mask"][i:i + 1], rngs[i])
+               for i in range(b)]
+      d, m = np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
+    else:
+      d, m = self.dafi(batch["image"])
+    lm = self.landmarks(batch["image"])
+    present = np.array([r.random() >= self.dropout for r in rngs])
+    return observations(d, m, lm, self.tree, self.config.cpr.match_dist, self.hw, present)

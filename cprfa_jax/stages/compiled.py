@@ -1,0 +1,86 @@
+"""The pipeline's inference functions, each jitted once: the one compile cache.
+
+Parameters, the 3DMM, the selected vertices and the observations are *arguments* of every
+function here, never closed over, so one compiled function serves every workdir, parameter set
+and data set (jit itself retraces only for new shapes). A function is keyed by what defines its
+network: the U-Net's and the landmark network's widths, the regressor's stage and sizes.
+evaluate.py, the regressor stages' observer and `cprfa_jax.predict` all call these.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+
+from cprfa_jax.models import landmark_net
+from cprfa_jax.models.hs_unet import HSUNet
+from cprfa_jax.models.landmark_net import STRIDE, LandmarkNet
+from cprfa_jax.stages import fit
+from cprfa_jax.stages.dafi import preprocess
+
+
+def unet(config):
+  """(params, images uint8 (B, H, W, 3)) -> (DAFI (B, H, W, 3), mask probability (B, H, W))."""
+  return _unet(tuple(config.unet.widths))
+
+
+@functools.lru_cache(maxsize=None)
+def _unet(widths):
+  return jax.jit(functools.partial(unet_apply, HSUNet(widths)))
+
+
+def unet_network(config) -> HSUNet:
+  return HSUNet(tuple(config.unet.widths))
+
+
+def unet_apply(net, params, images):
+  """The U-Net's last side output (the DAFI and its mask logits, §2.1), as probabilities."""
+  dafi, logits = net.apply({"params": params}, preprocess(images))[-1]
+  return dafi, jax.nn.sigmoid(logits)
+
+
+def landmarks(config):
+  """(params, images uint8 (B, H, W, 3)) -> (68 landmarks in pixels (B, 68, 2), confidence
+  (B, 68))."""
+  return _landmarks(tuple(config.lmnet.widths))
+
+
+@functools.lru_cache(maxsize=None)
+def _landmarks(widths):
+  return jax.jit(functools.partial(landmarks_apply, LandmarkNet(widths)))
+
+
+def landmarks_network(config) -> LandmarkNet:
+  return LandmarkNet(tuple(config.lmnet.widths))
+
+
+def landmarks_apply(net, params, images):
+  return landmark_net.soft_argmax(net.apply({"params": params}, preprocess(images)), STRIDE)
+
+
+def regressor(config, model3d, stage):
+  """(params, model3d, sel_C, layout_3xN, obs: Observations, keys (B, 2)) -> the regressor's
+  outputs (`models.cpr_regressor.CprRegressor`). `keys` are per-example PRNG keys for round 2's
+  κ sample; inference passes the same key for every image (`inference_keys`), so an image's fit
+  does not depend on its batch or its place in it."""
+  net = fit.regressor(config, model3d, stage)
+  return _regressor(net)
+
+
+@functools.lru_cache(maxsize=None)
+def _regressor(net):
+  # A Flax module is a frozen dataclass: equal settings hash equal, so this is the cache key.
+  return jax.jit(lambda params, model3d, sel_C, layout_3xN, obs, keys: net.apply(
+      {"params": params}, model3d, sel_C, layout_3xN, obs, keys))
+
+
+def regressor_apply(config, model3d, stage, params, sel_C, layout_3xN, obs, keys):
+  """The regressor, unjitted, for use inside a larger jitted function (`predict.core`)."""
+  return fit.regressor(config, model3d, stage).apply({"params": params}, model3d, sel_C,
+                                                     layout_3xN, obs, keys)
+
+
+def inference_keys(seed: int, batch: int):
+  """The per-example keys of `regressor` at inference: one key, repeated."""
+  return jax.numpy.broadcast_to(jax.random.PRNGKey(seed), (batch, 2))
