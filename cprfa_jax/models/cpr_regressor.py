@@ -137,8 +137,9 @@ def landmark_order(model3d) -> np.ndarray:
   mean-shape x (the subject's left half; the 10 midline landmarks split by their small x
   offsets) first, then the other 34, so `cpr.cpr_layout(68)` gives the same channels as the
   DAFI CPR: left half, right half, and every other point of each (N = 34)."""
-  x = np.asarray(model3d.mean_Vx3)[np.asarray(model3d.landmarks_68), 0]
-  return np.argsort(-x, kind="stable").astype(np.int32)
+  # jnp, not np: the model may be a traced argument (`stages.compiled` jits with it as one).
+  x = jnp.asarray(model3d.mean_Vx3)[jnp.asarray(model3d.landmarks_68), 0]
+  return jnp.argsort(-x, stable=True).astype(jnp.int32)
 
 
 def _translation(y_obs, y_gen, det, layout):
@@ -230,7 +231,7 @@ class CprRegressor(nn.Module):
     pose = jnp.tile(jnp.array([0, 0, 0, 1, 0, 0], jnp.float32), (b, 1))    # §2.3's p0
     # The landmark CPR reads obs.y_lm in `landmark_order`; its layout indexes that order.
     order = landmark_order(model3d)
-    lm_idx = jnp.asarray(np.asarray(model3d.landmarks_68)[order])
+    lm_idx = jnp.asarray(model3d.landmarks_68)[order]
     lm_layout = jnp.asarray(cpr.cpr_layout(68, seed=1))
     if obs.y_lm is not None:
       obs = obs._replace(y_lm=obs.y_lm[:, order], det_lm=obs.det_lm[:, order])
