@@ -227,6 +227,20 @@ def _grid_nearest(codes_Kx3, grid: PnccGrid, sorted_codes_Vx3):
   return vertex_K, jnp.sqrt(d2_K)     # no candidate: distance inf, never matched
 
 
+@functools.partial(jax.jit, static_argnames=("chunk",))
+def nearest_vertex_grid(codes_Px3, grid: PnccGrid, chunk: int = 0):
+  """`nearest_vertex` through a `PnccGrid`: (index (P,), distance (P,)), exact wherever the
+  distance is below grid.max_dist (beyond it, the nearest among the 27 cells, or distance inf
+  if they are empty). Every code is matched: use it on mask pixels."""
+  p = codes_Px3.shape[0]
+  chunk = max(1, min(chunk or default_grid_chunk(grid.row_capacity), p))
+  pad = (-p) % chunk
+  codes = jnp.pad(jnp.asarray(codes_Px3, jnp.float32), ((0, pad), (0, 0))).reshape(-1, chunk, 3)
+  sorted_codes_Vx3 = grid.pncc_Vx3[grid.sorted_vertex]
+  idx, dist = jax.lax.map(lambda c: _grid_nearest(c, grid, sorted_codes_Vx3), codes)
+  return idx.reshape(-1)[:p], dist.reshape(-1)[:p]
+
+
 def default_grid_chunk(row_capacity: int) -> int:
   """Pixels per loop step: about 2^18 candidate distances (9 x row_capacity per pixel), a few
   MiB of temporaries whatever the model; bigger steps fall out of cache and got slower at

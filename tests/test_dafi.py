@@ -173,6 +173,13 @@ def test_grid_equals_naive_reference(max_dist):
   ref = functools.partial(naive_decode, pncc_Vx3=pncc, max_dist=max_dist)
   assert assert_grid_matches(image, mask, pncc, max_dist, ref) == 0
   assert naive_decode(image, mask, pncc, max_dist)[1].sum() > 50
+  # Per pixel: the nearest vertex and its distance, wherever there is a match.
+  codes = image[mask]
+  idx, dist = dafi.nearest_vertex_grid(codes, dafi.build_pncc_grid(pncc, max_dist), chunk=100)
+  d_PxV = np.linalg.norm(codes[:, None].astype(np.float64) - pncc[None], axis=-1)
+  hit = d_PxV.min(1) < max_dist
+  np.testing.assert_array_equal(np.asarray(idx)[hit], d_PxV.argmin(1)[hit])
+  np.testing.assert_allclose(np.asarray(dist)[hit], d_PxV.min(1)[hit], atol=1e-6)
   # An empty mask detects nothing.
   pos, det = dafi.decode_all_grid(image, np.zeros(hw, bool), dafi.build_pncc_grid(pncc, max_dist))
   assert not np.asarray(det).any() and not np.asarray(pos).any()
