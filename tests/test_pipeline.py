@@ -2,30 +2,26 @@
 `smoke` config trains every stage from scratch (U-Net, selection, landmark network, CPR(C),
 CPR-H and 150 CAPU steps, past where issue 9's NaN appeared), evaluate.py writes Table 1 and
 Table 2, a second train.py retrains nothing, and each stage can be continued alone with another
-learning rate. ~6 min on 2 CPU cores; the trained workdir is shared by the tests below."""
+learning rate. ~6 min on 2 CPU cores; the trained workdir (conftest's `smoke`) is shared by
+the tests below and tests/test_predict.py."""
 
 import json
 import math
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from cprfa_jax import pipeline
+from pipeline_fixtures import run_script
 
 pytestmark = pytest.mark.slow
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 METHODS = {"PnP-68", "PnP + DAFI(C)", "Online LM", "CPR(C)", "CPR-H", "CPRFA (CPR-H + CAPU)",
            "CPRFA, no landmarks"}
 
 
-def _run(script, work, data, *flags, config="configs/smoke.py"):
-  return subprocess.run([sys.executable, str(ROOT / script), "--config", str(ROOT / config),
-                         "--workdir", str(work), f"--config.data.data_dir={data}", *flags],
-                        capture_output=True, text=True, timeout=1500, cwd=ROOT)
+_run = run_script
 
 
 def _numbers(tree, path=""):
@@ -44,17 +40,6 @@ def _strict_json(path):
   def refuse(name):
     raise ValueError(f"{path} holds {name}")
   return json.loads(pathlib.Path(path).read_text(), parse_constant=refuse)
-
-
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-  tmp = tmp_path_factory.mktemp("smoke")
-  work, data = tmp / "run", tmp / "data"
-  train = _run("train.py", work, data)
-  assert train.returncode == 0, train.stderr[-3000:]
-  evaluate = _run("evaluate.py", work, data, "--compare_untrained")
-  assert evaluate.returncode == 0, evaluate.stderr[-3000:]
-  return work, data, train, evaluate
 
 
 def test_every_stage_trains_to_its_steps_without_a_nan(smoke):
