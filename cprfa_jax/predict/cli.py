@@ -25,7 +25,7 @@ import os
 import sys
 import time
 
-from absl import flags
+from absl import flags, logging
 from ml_collections import config_flags
 import numpy as np
 
@@ -155,8 +155,8 @@ def predict(argv) -> int:
   def warn():
     if not warned:
       warned.append(True)
-      print(f"{SCRIPT}: no --boxes or --landmarks: finding faces with OpenCV's Haar cascades, a "
-            "fallback that misses profiles and small faces", file=sys.stderr)
+      sys.stderr.write(f"\r{SCRIPT}: no --boxes or --landmarks: finding faces with OpenCV's Haar "
+                       "cascades, a fallback that misses profiles and small faces\n")
 
   jobs, errors, num_faces, failures = [], [], 0, 0
   for i, path in enumerate(paths):
@@ -202,6 +202,7 @@ def export(argv) -> int:
 
 
 def main(argv):
+  logging.set_verbosity(logging.ERROR)   # orbax's INFO lines would bury the progress bar
   args = argv[1:]
   if args and args[0] == "export":
     sys.exit(export(args[1:]))
