@@ -1,14 +1,16 @@
-"""Image-to-parameters speed of the full CPRFA pipeline on this machine, jitted against the same
-pipeline run eagerly (jax.disable_jit), in one run; the paper's 0.9 s per image (GTX 1080Ti,
-§3.5) beside it.
+"""Image-to-parameters speed of the full CPRFA pipeline on this machine, in one run:
 
-Stages timed separately: U-Net (DAFI + mask), decoding (host KD-tree over every vertex),
-landmark network (the fusion's input), round 1 (CPR-H: DAFI + landmark CPRs, q stages), round 2
-(CAPU: κ-sampled path errors and β). Latency at batch 1, throughput at batch 32. Networks at the
-quickstart config's sizes; weights from --workdir if given (a trained pipeline), else random
-(the speed does not depend on the weights; decoding then reads the true DAFI so it decodes a
-realistic number of pixels). Prints one JSON object, with each jitted stage's XLA memory
-(arguments + outputs + temporaries, `Compiled.memory_analysis`) and the process's peak RSS.
+* the predictor (`cprfa_jax.predict`: one jitted crop-to-face function, DAFI decoding on the
+  device) against the evaluation path (evaluate.py's: jitted networks, host KD-tree decoding of
+  every vertex, the jitted regressor; NumPy between them), at batch 1 (latency) and at
+  --throughput_batch;
+* per stage at batch 1: U-Net (DAFI + mask), decoding (device grid and host KD-tree, on the
+  true DAFI of a rendered face so it decodes a face's worth of pixels), the landmark network,
+  round 1 (CPR-H) and round 2 (CAPU), each with its XLA memory (arguments + outputs +
+  temporaries, `Compiled.memory_analysis`); and the process's peak RSS.
+
+The paper's 0.9 s per image (GTX 1080Ti, §3.5) is printed beside it. Weights from --workdir
+(a trained pipeline) or random (the speed does not depend on them). Prints one JSON object.
 
     python benchmarks/fit_speed.py [--config configs/quickstart.py] [--workdir runs/quickstart]
     # the paper's sizes (256 px, C = 512, N = 256, q = 3) with a 53k-vertex random model:
@@ -17,7 +19,6 @@ realistic number of pixels). Prints one JSON object, with each jitted stage's XL
 """
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -32,113 +33,112 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from _timing import median_time  # noqa: E402
-from cprfa_jax import mm  # noqa: E402
+from cprfa_jax import cli, cpr, mm  # noqa: E402
 from cprfa_jax import dafi as dafi_lib  # noqa: E402
 from cprfa_jax.data import sampler  # noqa: E402
 from cprfa_jax.data.datasets import set_config  # noqa: E402
-from cprfa_jax.models.hs_unet import HSUNet  # noqa: E402
-from cprfa_jax.models.landmark_net import LandmarkNet, soft_argmax  # noqa: E402
-from cprfa_jax.stages import common, dafi, fit, observe  # noqa: E402
-from cprfa_jax.stages.landmarks import STRIDE  # noqa: E402
+from cprfa_jax.geometry import projection  # noqa: E402
+from cprfa_jax.predict.predictor import Predictor  # noqa: E402
+from cprfa_jax.stages import compiled, fit, observe  # noqa: E402
+from cprfa_jax.stages.dafi import preprocess  # noqa: E402
 
 PAPER_S_PER_IMAGE = 0.9
+STAGE = "capu"
 
 
-def load_config(path):
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("cfg", path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config()
+def random_predictor(config, model3d, images) -> Predictor:
+  """A predictor with random networks and a random vertex selection (same shapes as trained)."""
+  x = images[:1]
+  unet = compiled.unet_network(config).init(jax.random.PRNGKey(0), preprocess(x))
+  lmnet = compiled.landmarks_network(config).init(jax.random.PRNGKey(1), preprocess(x))
+  rng = np.random.default_rng(0)
+  c = config.eval.num_selected
+  left, right = cpr.select_vertices(rng.random(model3d.num_vertices), np.ones(model3d.num_vertices),
+                                    np.asarray(model3d.mean_Vx3)[:, 0], c)
+  sel, layout = cpr.selected_vertices(left, right), cpr.cpr_layout(c)
+  v = model3d.num_vertices
+  obs = fit.to_observations({"y_all": np.zeros((1, v, 2), np.float32),
+                             "det_all": np.ones((1, v), bool),
+                             "y_lm": np.zeros((1, 68, 2), np.float32),
+                             "det_lm": np.ones((1, 68), bool)}, sel)
+  key = jax.random.PRNGKey(2)
+  reg = fit.regressor(config, model3d, STAGE).init(key, model3d, jnp.asarray(sel),
+                                                   jnp.asarray(layout), obs, key)["params"]
+  params = {"dafi": unet["params"], "landmarks": lmnet["params"], "regressor": reg}
+  return Predictor(config, model3d, params, {"selected": sel, "layout": layout}, STAGE)
 
 
-def build(config, model3d, workdir, batch):
-  """Everything a fit needs, and one function per stage."""
-  size = config.data.image_size
-  exs = sampler.generate(model3d, range(batch), set_config("synth-aflw", size), 12345)
-  images = np.stack([e["image"] for e in exs])
-  true = (np.stack([e["dafi"] for e in exs]), np.stack([e["mask"] for e in exs]))
-  unet, lmnet = HSUNet(tuple(config.unet.widths)), LandmarkNet(tuple(config.lmnet.widths))
-  x = dafi.preprocess(images)
-  if workdir:
-    pu, pl = (common.params_of(config, workdir, s) for s in ("dafi", "landmarks"))
-    pc = common.params_of(config, workdir, "capu")
-    pc = {"stages_round1": common.params_of(config, workdir, "cpr_h")["stages_round1"], **pc}
-    with np.load(common.selection_file(workdir)) as f:
-      sel, layout = f["selected"], f["layout"]
-  else:
-    pu = unet.init(jax.random.PRNGKey(0), x[:1])["params"]
-    pl = lmnet.init(jax.random.PRNGKey(1), x[:1])["params"]
-    rng = np.random.default_rng(0)
-    from cprfa_jax import cpr
-    left, right = cpr.select_vertices(rng.random(model3d.num_vertices), np.ones(model3d.num_vertices),
-                                      np.asarray(model3d.mean_Vx3)[:, 0], config.eval.num_selected)
-    sel, layout = cpr.selected_vertices(left, right), cpr.cpr_layout(config.eval.num_selected)
-    pc = None
-  net_h, net_c = fit.regressor(config, model3d, "cpr_h"), fit.regressor(config, model3d, "capu")
+def eval_path(pred, images):
+  """evaluate.py's route for one batch: U-Net, host KD-tree decoding, landmark network,
+  regressor (`fit_eval.run_regressor`'s compiled function)."""
+  config, model3d, w = pred.config, pred.model3d, pred.weights
+  unet, lmnet = compiled.unet(config), compiled.landmarks(config)
+  reg = compiled.regressor(config, model3d, STAGE)
   tree = dafi_lib.build_pncc_tree(model3d.pncc_Vx3)
-  hw = (size, size)
-  sel_j, layout_j = jnp.asarray(sel), jnp.asarray(layout)
-  key = jax.random.PRNGKey(0)
+  hw = images.shape[1:3]
+  sel = np.asarray(w.selected_C)
+  keys = compiled.inference_keys(config.seed, len(images))
 
-  def unet_fn(p, x):
-    d, logits = unet.apply({"params": p}, x)[-1]
-    return d, jax.nn.sigmoid(logits)
+  def run():
+    d, m = unet(w.unet, images)
+    lm = np.asarray(lmnet(w.landmarks, images)[0])
+    obs = observe.observations(np.asarray(d), np.asarray(m) > 0.5, lm, tree,
+                               config.cpr.match_dist, hw)
+    out = reg(w.regressor, model3d, w.selected_C, w.layout_3xN, fit.to_observations(obs, sel), keys)
+    return jax.block_until_ready(out["pose"])
 
-  def lm_fn(p, x):
-    return soft_argmax(lmnet.apply({"params": p}, x), STRIDE)[0]
-
-  def round1_fn(p, obs):
-    return net_h.apply({"params": {"stages_round1": p["stages_round1"]}}, model3d, sel_j, layout_j, obs)
-
-  def full_fn(p, obs):
-    return net_c.apply({"params": p}, model3d, sel_j, layout_j, obs, key)
-
-  obs0 = observe.observations(*true, np.zeros((batch, 68, 2), np.float32), tree,
-                              config.cpr.match_dist, hw)
-  o = fit.to_observations(obs0, sel)
-  if pc is None:
-    pc = net_c.init(jax.random.PRNGKey(2), model3d, sel_j, layout_j, o, key)["params"]
-  return dict(x=x, true=true, pu=pu, pl=pl, pc=pc, tree=tree, hw=hw, sel=sel, obs=o,
-              fns=dict(unet=unet_fn, landmarks=lm_fn, round1=round1_fn, full=full_fn),
-              trained_unet=bool(workdir), config=config)
+  return run
 
 
-def stage_memory(b) -> dict:
-  """MiB each jitted stage needs on the device: its arguments, outputs and XLA temporaries."""
-  obs = b["obs"]._replace(y_lm=jnp.zeros((len(b["x"]), 68, 2)),
-                          det_lm=jnp.ones((len(b["x"]), 68), bool))
-  args = {"unet": (b["pu"], b["x"]), "landmarks": (b["pl"], b["x"]), "round1": (b["pc"], obs),
-          "full": (b["pc"], obs)}
-  out = {}
-  for k, a in args.items():
-    m = jax.jit(b["fns"][k]).lower(*a).compile().memory_analysis()
-    if m is None:
-      return {}
-    total = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
-    out[k] = round(total / 2**20, 1)
-  return out
+def predictor_path(pred, images):
+  k, b = np.ones(len(images), np.float32), np.zeros((len(images), 2), np.float32)
+  lm, given = np.zeros((len(images), 68, 2), np.float32), np.zeros(len(images), bool)
+  return lambda: jax.block_until_ready(pred._fit(pred.weights, images, k, b, lm, given)["pose"])  # pylint: disable=protected-access
 
 
-def time_stages(b, jit: bool, repeats: int):
-  f = {k: (jax.jit(v) if jit else v) for k, v in b["fns"].items()}
-  ctx = contextlib.nullcontext() if jit else jax.disable_jit()
+def _mib(fn, *args):
+  m = jax.jit(fn).lower(*args).compile().memory_analysis()
+  if m is None:
+    return None
+  return round((m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes) / 2**20, 1)
+
+
+def per_stage(pred, images, true_dafi, true_mask, repeats):
+  """Seconds and MiB of each stage at the batch of `images`."""
+  config, model3d, w = pred.config, pred.model3d, pred.weights
+  unet = lambda p, x: compiled.unet_apply(compiled.unet_network(config), p, x)
+  lmnet = lambda p, x: compiled.landmarks_apply(compiled.landmarks_network(config), p, x)[0]
+  grid = jax.vmap(dafi_lib.decode_all_grid, in_axes=(0, 0, None))
+  tree = dafi_lib.build_pncc_tree(model3d.pncc_Vx3)
+  hw = images.shape[1:3]
+  px, det = grid(jnp.asarray(true_dafi), jnp.asarray(true_mask), w.grid)
+  y_all = projection.from_pixels(px, hw)
+  obs = fit.to_observations({"y_all": y_all, "det_all": det,
+                             "y_lm": jnp.zeros((len(images), 68, 2)),
+                             "det_lm": jnp.ones((len(images), 68), bool)}, w.selected_C)
+  keys = compiled.inference_keys(config.seed, len(images))
+  round1_net = fit.regressor(config, model3d, "cpr_h")
+  r1_params = {"stages_round1": w.regressor["stages_round1"]}
+  round1 = lambda p, o: round1_net.apply({"params": p}, model3d, w.selected_C, w.layout_3xN, o)
+  full = lambda p, o: compiled.regressor_apply(config, model3d, STAGE, p, w.selected_C,
+                                               w.layout_3xN, o, keys)
+  jit = {k: jax.jit(f) for k, f in (("unet", unet), ("landmarks", lmnet), ("decode", grid),
+                                     ("round1", round1), ("full", full))}
   block = jax.block_until_ready
-  with ctx:
-    d, m = f["unet"](b["pu"], b["x"])
-    dafi_np, mask_np = (np.asarray(d), np.asarray(m) > 0.5) if b["trained_unet"] else b["true"]
-    lm = np.asarray(f["landmarks"](b["pl"], b["x"]))
-    t = {}
-    t["unet"] = median_time(lambda: block(f["unet"](b["pu"], b["x"])), repeats)
-    t["decode"] = median_time(lambda: observe.observations(
-        dafi_np, mask_np, lm, b["tree"], b["config"].cpr.match_dist, b["hw"]), repeats)
-    t["landmarks"] = median_time(lambda: block(f["landmarks"](b["pl"], b["x"])), repeats)
-    obs = b["obs"]._replace(y_lm=jnp.zeros((len(lm), 68, 2)), det_lm=jnp.ones((len(lm), 68), bool))
-    t["round1"] = median_time(lambda: block(f["round1"](b["pc"], obs)), repeats)
-    full = median_time(lambda: block(f["full"](b["pc"], obs)), repeats)
-    t["round2"] = max(full - t["round1"], 0.0)
-  t["total"] = t["unet"] + t["decode"] + t["landmarks"] + t["round1"] + t["round2"]
-  return {k: round(v, 4) for k, v in t.items()}
+  t = {"unet": median_time(lambda: block(jit["unet"](w.unet, images)), repeats),
+       "decode_device": median_time(lambda: block(jit["decode"](true_dafi, true_mask, w.grid)), repeats),
+       "decode_kdtree": median_time(lambda: observe.decode_all(true_dafi, true_mask, tree,
+                                                               config.cpr.match_dist), repeats),
+       "landmarks": median_time(lambda: block(jit["landmarks"](w.landmarks, images)), repeats),
+       "round1": median_time(lambda: block(jit["round1"](r1_params, obs)), repeats)}
+  t["round2"] = max(median_time(lambda: block(jit["full"](w.regressor, obs)), repeats) - t["round1"], 0.0)
+  mem = {"unet": _mib(unet, w.unet, images), "landmarks": _mib(lmnet, w.landmarks, images),
+         "decode_device": _mib(grid, true_dafi, true_mask, w.grid),
+         "round1": _mib(round1, r1_params, obs), "rounds_1_2": _mib(full, w.regressor, obs)}
+  k, b = np.ones(len(images), np.float32), np.zeros((len(images), 2), np.float32)
+  lm, given = np.zeros((len(images), 68, 2), np.float32), np.zeros(len(images), bool)
+  mem["predictor"] = _mib(pred._fit, pred.weights, images, k, b, lm, given)  # pylint: disable=protected-access
+  return {k_: round(v, 4) for k_, v in t.items()}, mem
 
 
 def main():
@@ -147,40 +147,42 @@ def main():
   ap.add_argument("--workdir", default="")
   ap.add_argument("--throughput_batch", type=int, default=32)
   ap.add_argument("--repeats", type=int, default=3)
-  ap.add_argument("--skip_eager_throughput", action="store_true")
   ap.add_argument("--model", default="", help="instead of the config's model, e.g. "
                   "synthetic:53215 for a BFM-sized random model when no BFM is at hand")
   args = ap.parse_args()
-  config = load_config(args.config)
+  config = cli.load_config(args.config)
   if args.model:
     config.model = args.model
   model3d = mm.load_model(config.model)
+  size = config.data.image_size
+  batch = max(1, args.throughput_batch)
+  exs = sampler.generate(model3d, range(batch), set_config("synth-aflw", size), 12345)
+  images = np.stack([e["image"] for e in exs])
+  true_dafi = np.stack([e["dafi"] for e in exs]).astype(np.float32)
+  true_mask = np.stack([e["mask"] for e in exs]).astype(bool)
+  pred = (Predictor.from_workdir(config, args.workdir, model3d) if args.workdir
+          else random_predictor(config, model3d, images))
   out = {"machine": f"{platform.machine()} {os.cpu_count()} CPU, {jax.devices()[0].platform}",
          "config": args.config, "trained_weights": bool(args.workdir),
-         "C": config.eval.num_selected, "image_size": config.data.image_size,
+         "C": config.eval.num_selected, "image_size": size,
          "model": f"{model3d.name} V={model3d.num_vertices}", "q": config.cpr.num_stages,
+         "grid_capacity": pred.weights.grid.capacity,
          "unet_widths": list(config.unet.widths), "lmnet_widths": list(config.lmnet.widths),
-         "cpr_width": config.cpr.width,
-         "paper_s_per_image_gtx1080ti": PAPER_S_PER_IMAGE}
-  runs = [(1, "latency_batch1")]
-  if args.throughput_batch:
-    runs.append((args.throughput_batch, f"batch{args.throughput_batch}"))
-  for batch, label in runs:
-    b = build(config, model3d, args.workdir, batch)
-    out[f"{label}_jit_stage_mib"] = stage_memory(b)
-    for jit in (True, False):
-      if not jit and batch > 1 and args.skip_eager_throughput:
-        continue
+         "cpr_width": config.cpr.width, "paper_s_per_image_gtx1080ti": PAPER_S_PER_IMAGE}
+  batches = [1] + ([args.throughput_batch] if args.throughput_batch > 1 else [])
+  for b in batches:
+    for name, path in (("predictor", predictor_path), ("eval_path", eval_path)):
       t0 = time.time()
-      res = time_stages(b, jit, args.repeats if jit else 1)
-      res["images_per_s"] = round(batch / res["total"], 2)
-      res["s_per_image"] = round(res["total"] / batch, 4)
-      res["wall_s"] = round(time.time() - t0, 1)
-      out[f"{label}_{'jit' if jit else 'eager'}"] = res
-      print(f"{label} {'jit' if jit else 'eager'}: {res}", file=sys.stderr, flush=True)
-  j, e = out["latency_batch1_jit"], out["latency_batch1_eager"]
-  out["jit_speedup_latency"] = round(e["total"] / j["total"], 2)
-  out["speedup_vs_paper_latency"] = round(PAPER_S_PER_IMAGE / j["total"], 2)
+      s = median_time(path(pred, images[:b]), args.repeats)
+      out[f"{name}_batch{b}_s_per_image"] = round(s / b, 5)
+      print(f"{name} batch {b}: {s / b:.4f} s/image ({time.time() - t0:.0f} s with compile)",
+            file=sys.stderr, flush=True)
+    out[f"predictor_speedup_batch{b}"] = round(out[f"eval_path_batch{b}_s_per_image"]
+                                               / out[f"predictor_batch{b}_s_per_image"], 2)
+  stages, mem = per_stage(pred, images[:1], true_dafi[:1], true_mask[:1], args.repeats)
+  out["stages_batch1_s"] = stages
+  out["stages_batch1_mib"] = mem
+  out["speedup_vs_paper_latency"] = round(PAPER_S_PER_IMAGE / out["predictor_batch1_s_per_image"], 2)
   out["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10, 1)
   print(json.dumps(out, indent=1))
 
