@@ -139,6 +139,26 @@ def test_plug_in_landmarks_replace_the_landmark_network(setup):
   assert np.abs(lm_given - lm_net).max() > 10 * PX_TOL     # the given points were used
 
 
+def test_a_landmark_detector_given_to_the_predictor_is_called_per_photo(setup):
+  st = setup
+  layout = LAYOUTS[1]
+  canvas, boxes = _paste(st["images"][3:6], layout, (300, 330))
+  truth = np.stack([_to_photo(e["landmarks"], st["s"], x, y, f)
+                    for e, (x, y, f) in zip(st["exs"][3:6], layout)])
+  calls = []
+
+  def detector(photo, boxes_Fx4):
+    calls.append((photo.shape, np.asarray(boxes_Fx4).shape))
+    return truth
+
+  pred = Predictor.from_workdir(st["config"], str(st["workdir"]), st["model3d"], landmarks=detector)
+  got = pred.faces(canvas, boxes)
+  want = st["pred"].faces(canvas, boxes, landmarks=truth)
+  assert calls == [(canvas.shape, (3, 4))]
+  for g, w in zip(got, want):
+    np.testing.assert_allclose(g["landmarks_68"], w["landmarks_68"], atol=PX_TOL, rtol=0)
+
+
 def _cli(*args, cwd=ROOT):
   return subprocess.run([sys.executable, "-m", "cprfa_jax.predict", *map(str, args)],
                         capture_output=True, text=True, timeout=900, cwd=cwd)
