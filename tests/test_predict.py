@@ -167,9 +167,11 @@ def _cli(*args, cwd=ROOT):
 def test_exported_artifact_runs_with_jax_and_numpy_only(setup, tmp_path):
   st = setup
   art = tmp_path / "model.jaxexport"
-  run = _cli("export", "--config", CONFIG, "--workdir", st["workdir"], "--out", art)
+  # Lowered for GPUs and TPUs too (no such device here); run on the CPU below.
+  run = _cli("export", "--config", CONFIG, "--workdir", st["workdir"], "--out", art,
+             "--platforms", "cpu,cuda,tpu")
   assert run.returncode == 0, run.stderr[-2000:]
-  assert "batch any" in run.stdout
+  assert "batch any, cpu, cuda, tpu" in run.stdout
   crops, k, b = st["images"][:5], np.full(5, 0.5, np.float32), np.ones((5, 2), np.float32)
   for name, a in (("crops", crops), ("k", k), ("b", b)):
     np.save(tmp_path / f"{name}.npy", a)
@@ -263,3 +265,7 @@ def test_cli_usage_errors_are_one_line(tmp_path):
   run = _cli("--config", CONFIG, "--workdir", tmp_path / "nothing", "--out", tmp_path / "o",
              tmp_path / "missing.png")
   assert run.returncode == 2 and "missing.png" in run.stderr
+  run = _cli("export", "--config", CONFIG, "--workdir", tmp_path, "--out", tmp_path / "m",
+             "--platforms", "cpu,gpux")
+  assert run.returncode == 2 and run.stderr.strip().count("\n") == 0
+  assert "gpux" in run.stderr and "cuda" in run.stderr

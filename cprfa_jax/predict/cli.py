@@ -3,7 +3,7 @@
   python -m cprfa_jax.predict --config configs/quickstart.py --workdir runs/quickstart \
       --out runs/predicted photo.jpg folder/ [--boxes boxes.csv] [--landmarks lm.json]
   python -m cprfa_jax.predict export --config configs/quickstart.py --workdir runs/quickstart \
-      --out model.jaxexport [--batch N]
+      --out model.jaxexport [--batch N] [--platforms cpu,cuda,tpu]
 
 Per image NAME it writes to --out: NAME.json (per face, in box order: box, landmarks_68 in
 photo pixels, pitch_yaw_roll_deg, pose, pose_para, alpha, confidence, failure), NAME.obj (the
@@ -44,6 +44,9 @@ _BOXES = flags.DEFINE_string("boxes", None, "Face boxes: CSV (image,x0,y0,x1,y1)
 _LANDMARKS = flags.DEFINE_string("landmarks", None, "68 landmarks per face (JSON), photo px.")
 _STAGE = flags.DEFINE_string("stage", None, "Regressor stage (capu, cpr_h, cpr); default: the "
                              "most complete trained one.")
+_PLATFORMS = flags.DEFINE_list("platforms", None, "export: the platforms the artifact runs on, "
+                               "e.g. cpu,cuda,tpu (lowered here, no GPU needed); default: this "
+                               "machine's.")
 _BATCH = flags.DEFINE_integer("batch", 32, "Faces per compiled call (export: 0 = any batch, "
                               "a symbolic batch dimension).")
 
@@ -187,13 +190,17 @@ def export(argv) -> int:
   del argv
   for flag, name in ((_WORKDIR, "workdir"), (_OUT, "out")):
     _need(flag, name)
+  unknown = sorted(set(_PLATFORMS.value or ()) - set(export_lib.PLATFORMS))
+  if unknown:   # jax.export lowers for any name and the artifact would fail only where it runs
+    cli.fail(SCRIPT, f"--platforms: unknown {', '.join(unknown)}; use any of "
+             f"{', '.join(export_lib.PLATFORMS)}")
   try:
     predictor = Predictor.from_workdir(_CONFIG.value, _WORKDIR.value, stage=_STAGE.value)
   except (FileNotFoundError, ValueError) as e:
     cli.fail(SCRIPT, cli.one_line(str(e)))
   batch = _BATCH.value if flags.FLAGS["batch"].present and _BATCH.value > 0 else None
   t0 = time.time()
-  head = export_lib.write(predictor, _OUT.value, batch=batch)
+  head = export_lib.write(predictor, _OUT.value, batch=batch, platforms=_PLATFORMS.value)
   size = os.path.getsize(_OUT.value) / 2**20
   print(f"exported {predictor.stage} ({head['image_size']} px crops, batch "
         f"{head['batch'] or 'any'}, {', '.join(head['platforms'])}) to {_OUT.value}: {size:.1f} MiB "

@@ -19,6 +19,7 @@ import numpy as np
 from cprfa_jax.predict import core
 from cprfa_jax.predict.standalone import MAGIC
 
+PLATFORMS = ("cpu", "cuda", "rocm", "tpu")   # jax.export's lowering platforms
 OUTPUTS = ("alpha", "pose", "vertices_px", "landmarks_px", "confidence", "detected", "failure",
            "dafi", "mask")
 
