@@ -1,0 +1,2 @@
+"""Studies beyond the paper's tables: the robustness of every method to DAFI corruption
+(`corruptions`)."""

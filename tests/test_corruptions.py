@@ -1,0 +1,124 @@
+"""studies.corruptions: level 0 is the identity, and each level removes or perturbs exactly the
+documented amount. The DAFI here is an ellipse whose code is its pixel's position (unique per
+pixel), so where a code came from can be read back."""
+
+import hypothesis
+from hypothesis import strategies as st
+import numpy as np
+import pytest
+
+from cprfa_jax.studies import corruptions as C
+
+H, W = 48, 40
+
+
+def _dafi():
+  yy, xx = np.mgrid[:H, :W].astype(np.float32)
+  mask = ((xx - 19) / 14) ** 2 + ((yy - 25) / 19) ** 2 <= 1.0
+  dafi = np.stack([(xx + 0.5) / W, (yy + 0.5) / H, np.full_like(xx, 0.5)], -1)
+  return np.where(mask[..., None], dafi, 0.0).astype(np.float32), mask
+
+
+SPACING = 0.02
+seeds = st.integers(0, 2**31 - 1)
+
+
+@pytest.mark.parametrize("kind", list(C.CORRUPTIONS))
+def test_level_zero_is_the_identity(kind):
+  dafi, mask = _dafi()
+  d, m = C.corrupt(kind, dafi, mask, 0.0, np.random.default_rng(0), SPACING)
+  np.testing.assert_array_equal(d, dafi)
+  np.testing.assert_array_equal(m, mask)
+
+
+@pytest.mark.parametrize("kind", ["holes", "occluders"])
+@hypothesis.given(level=st.floats(0.01, 0.95), seed=seeds)
+@hypothesis.settings(max_examples=15, deadline=None)
+def test_removal_takes_exactly_the_level_and_leaves_codes(kind, level, seed):
+  dafi, mask = _dafi()
+  d, m = C.corrupt(kind, dafi, mask, level, np.random.default_rng(seed), SPACING)
+  assert not (m & ~mask).any()                              # nothing added
+  assert mask.sum() - m.sum() == round(level * mask.sum())  # exactly the fraction removed
+  np.testing.assert_array_equal(d[m], dafi[m])              # kept pixels keep their codes
+
+
+def test_holes_are_blobs_not_salt():
+  # Removed pixels cluster: most removed pixels have a removed 4-neighbour.
+  dafi, mask = _dafi()
+  _, m = C.holes(dafi, mask, 0.3, np.random.default_rng(1))
+  gone = mask & ~m
+  nb = np.zeros_like(gone)
+  nb[1:] |= gone[:-1]
+  nb[:-1] |= gone[1:]
+  nb[:, 1:] |= gone[:, :-1]
+  nb[:, :-1] |= gone[:, 1:]
+  assert (gone & nb).sum() > 0.9 * gone.sum()
+
+
+@hypothesis.given(level=st.floats(0.1, 4.0), seed=seeds)
+@hypothesis.settings(max_examples=10, deadline=None)
+def test_noise_has_the_documented_sigma(level, seed):
+  dafi, mask = _dafi()
+  d, m = C.noise(dafi, mask, level, np.random.default_rng(seed), SPACING)
+  np.testing.assert_array_equal(m, mask)
+  np.testing.assert_array_equal(d[~mask], dafi[~mask])      # the background is untouched
+  # The third channel sits at 0.5, far from the clip at 0 and 1 for these σ (<= 0.08): its
+  # perturbation is the unclipped noise; n ~ 1,300 samples, so the std is within ~10%.
+  delta = d[mask][:, 2] - 0.5
+  sigma = level * SPACING
+  assert abs(delta.std() / sigma - 1.0) < 0.15
+  assert abs(delta.mean()) < 4 * sigma / np.sqrt(delta.size)
+
+
+@hypothesis.given(level=st.floats(1.0, 6.0), seed=seeds)
+@hypothesis.settings(max_examples=10, deadline=None)
+def test_warp_moves_codes_by_at_most_the_level(level, seed):
+  dafi, mask = _dafi()
+  d, m = C.warp(dafi, mask, level, np.random.default_rng(seed))
+  ys, xs = np.nonzero(m)
+  # Each code is the position of the pixel it came from; nearest rounding adds <= 0.5 per axis.
+  src_x = d[ys, xs, 0] * W - 0.5
+  src_y = d[ys, xs, 1] * H - 0.5
+  shift = np.hypot(src_x - xs, src_y - ys)
+  assert shift.max() <= level + np.sqrt(0.5) + 1e-4
+  if level >= 2:   # the field is smooth over the face: a wide region moves by >= 1 px
+    assert (shift >= 0.99).sum() > 10
+  assert np.all(mask[np.round(src_y).astype(int), np.round(src_x).astype(int)])  # face codes
+
+
+@hypothesis.given(level=st.floats(0.5, 8.0))
+@hypothesis.settings(max_examples=10, deadline=None)
+def test_leak_grows_the_mask_by_the_level_with_border_codes(level):
+  dafi, mask = _dafi()
+  d, m = C.leak(dafi, mask, level, np.random.default_rng(0))
+  yy, xx = np.mgrid[:H, :W]
+  fy, fx = np.nonzero(mask)
+  # Naive: distance from every pixel to the nearest face pixel.
+  dist = np.sqrt(((yy[..., None] - fy) ** 2 + (xx[..., None] - fx) ** 2).min(-1))
+  np.testing.assert_array_equal(m, dist <= level)
+  np.testing.assert_array_equal(d[mask], dafi[mask])
+  new_y, new_x = np.nonzero(m & ~mask)
+  src_x, src_y = d[new_y, new_x, 0] * W - 0.5, d[new_y, new_x, 1] * H - 0.5
+  # A new pixel shows the code of a nearest face pixel (ties: any of them).
+  got = np.hypot(src_x - new_x, src_y - new_y)
+  np.testing.assert_allclose(got, dist[new_y, new_x], atol=1e-4)
+
+
+def test_pncc_spacing_matches_brute_force():
+  pncc = np.random.default_rng(0).random((300, 3))
+  d = np.linalg.norm(pncc[:, None] - pncc[None], axis=-1)
+  np.fill_diagonal(d, np.inf)
+  assert C.pncc_spacing(pncc) == pytest.approx(np.median(d.min(1)), rel=1e-12)
+
+
+def test_random_corruption_is_a_function_of_the_generator():
+  dafi, mask = _dafi()
+  a = C.random_corruption(dafi, mask, np.random.default_rng(5), SPACING)
+  b = C.random_corruption(dafi, mask, np.random.default_rng(5), SPACING)
+  np.testing.assert_array_equal(a[0], b[0])
+  np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_unknown_corruption_is_named():
+  with pytest.raises(ValueError, match="blur.*holes"):
+    C.corrupt("blur", *_dafi(), 0.1, np.random.default_rng(0), SPACING)
