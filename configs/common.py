@@ -61,6 +61,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.cpr.num_path = 5               # M of Eq. 6
   c.cpr.match_dist = 0.01         # DAFI decoding for the fit (Table 1 keeps eval.match_dist)
   c.cpr.dafi_source = "unet"       # unet: the trained HS-U-Net | corrupted_gt: noisy true DAFIs
+  # corrupted_gt's corruption: mild (PNCC noise + up to 3 rectangular holes) | study (one of
+  # studies.corruptions' five kinds at a random level: what the robustness study evaluates).
+  c.cpr.corruption = "mild"
   c.cpr.landmark_dropout = 0.1    # fused stages: drop an example's landmarks (runs without them)
   c.cpr.param_weight = 0.1         # loss = vertex reprojection + param_weight * parameter error
   c.cpr.train, c.cpr.optim = _schedule(1e-4, 1e-4, 1, 122450, 500, 5000)  # §3.2: batch 1, 1e-4

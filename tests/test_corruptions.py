@@ -122,3 +122,31 @@ def test_random_corruption_is_a_function_of_the_generator():
 def test_unknown_corruption_is_named():
   with pytest.raises(ValueError, match="blur.*holes"):
     C.corrupt("blur", *_dafi(), 0.1, np.random.default_rng(0), SPACING)
+
+
+def test_training_draws_surround_every_evaluated_level():
+  # The study's regressors train on draw_corruption; each (kind, level) the study evaluates
+  # must have training draws of that kind within 5% of the kind's range around it.
+  rng = np.random.default_rng(0)
+  draws = [C.draw_corruption(rng) for _ in range(3000)]
+  for kind, levels in C.LEVELS.items():
+    got = np.array([lv for k, lv in draws if k == kind])
+    for level in levels:
+      assert np.any(np.abs(got - level) < 0.05 * levels[-1]), (kind, level)
+
+
+def test_corrupted_gt_trains_on_the_study_corruptions():
+  from cprfa_jax.stages import observe  # pylint: disable=import-outside-toplevel
+  dafi, mask = _dafi()
+  d_b, m_b = np.stack([dafi, dafi[::-1]]), np.stack([mask, mask[::-1]])
+  rngs = lambda: [np.random.default_rng([1, i]) for i in range(2)]
+  d, m = observe.corrupted_gt(d_b, m_b, rngs(), SPACING)
+  for i, r in enumerate(rngs()):
+    want = C.random_corruption(d_b[i], m_b[i], r, SPACING)
+    np.testing.assert_array_equal(d[i], want[0])
+    np.testing.assert_array_equal(m[i], want[1])
+  d, m = observe.corrupted_gt(d_b, m_b, rngs())        # mild: the original corrupt_dafi
+  for i, r in enumerate(rngs()):
+    want = observe.corrupt_dafi(d_b[i:i + 1], m_b[i:i + 1], r)
+    np.testing.assert_array_equal(d[i], want[0][0])
+    np.testing.assert_array_equal(m[i], want[1][0])

@@ -120,6 +120,11 @@ def test_bad_regressor_config_is_named():
   c.cpr.dafi_source = "gt"
   with pytest.raises(ValueError, match="cpr.dafi_source"):
     fit.validate(c, "cpr")
+  c.cpr.dafi_source, c.cpr.corruption = "corrupted_gt", "heavy"
+  with pytest.raises(ValueError, match="cpr.corruption='heavy'"):
+    fit.validate(c, "cpr")
+  c.cpr.corruption = "study"
+  fit.validate(c, "cpr")
   c.cpr.dafi_source, c.cpr.kappa = "unet", 0.0
   with pytest.raises(ValueError, match="cpr.kappa"):
     fit.validate(c, "cpr")

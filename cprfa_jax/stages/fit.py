@@ -39,6 +39,8 @@ def validate(config, stage) -> None:
     raise ValueError(f"stage {stage!r} is not a CPR stage: {sorted(VARIANTS)}")
   if c.dafi_source not in ("unet", "corrupted_gt"):
     raise ValueError(f"--config.cpr.dafi_source={c.dafi_source!r}: use 'unet' or 'corrupted_gt'")
+  if c.corruption not in ("mild", "study"):
+    raise ValueError(f"--config.cpr.corruption={c.corruption!r}: use 'mild' or 'study'")
   if not 0 < c.kappa <= 1:
     raise ValueError(f"--config.cpr.kappa={c.kappa} must be in (0, 1]")
   if c.num_stages < 1 or c.num_path < 1:

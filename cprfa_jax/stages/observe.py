@@ -16,6 +16,7 @@ from cprfa_jax import dafi as dafi_lib
 from cprfa_jax.geometry import projection
 from cprfa_jax.stages import compiled
 from cprfa_jax.stages.common import params_of
+from cprfa_jax.studies import corruptions
 
 
 def decode_all(dafi_BxHxWx3, mask_BxHxW, tree, match_dist: float):
@@ -40,6 +41,18 @@ def corrupt_dafi(dafi_BxHxWx3, mask_BxHxW, rng: np.random.Generator, noise: floa
       y, x = rng.integers(0, h - hh + 1), rng.integers(0, w - ww + 1)
       mask[i, y:y + hh, x:x + ww] = False
   return np.clip(dafi, 0, 1), mask
+
+
+def corrupted_gt(dafi_BxHxWx3, mask_BxHxW, rngs, study_spacing=None):
+  """The DAFIs `cpr.dafi_source=corrupted_gt` trains on, one generator per example:
+  `corrupt_dafi` (cpr.corruption=mild), or with `study_spacing` (the model's PNCC vertex
+  spacing, cpr.corruption=study) the robustness study's `corruptions.random_corruption`."""
+  if study_spacing is None:
+    pairs = [corrupt_dafi(dafi_BxHxWx3[i:i + 1], mask_BxHxW[i:i + 1], r) for i, r in enumerate(rngs)]
+    return np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
+  pairs = [corruptions.random_corruption(dafi_BxHxWx3[i], mask_BxHxW[i], r, study_spacing)
+           for i, r in enumerate(rngs)]
+  return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
 
 def observations(dafi_BxHxWx3, mask_BxHxW, landmarks_px_Bx68x2, tree, match_dist, hw,
@@ -67,6 +80,9 @@ class Observer:
     self.config, self.hw = config, (config.data.image_size,) * 2
     self.tree = dafi_lib.build_pncc_tree(model3d.pncc_Vx3)
     self.dafi_source, self.dropout = dafi_source, dropout
+    self.study_spacing = (corruptions.pncc_spacing(model3d.pncc_Vx3)
+                          if dafi_source == "corrupted_gt" and config.cpr.corruption == "study"
+                          else None)
     self.unet = (compiled.unet(config), params_of(config, root, "dafi"))
     self.lm = ((compiled.landmarks(config), params_of(config, root, "landmarks"))
                if with_landmarks else None)
@@ -88,9 +104,7 @@ class Observer:
     row0 = jax.process_index() * b
     rngs = [np.random.default_rng([self.config.seed, 7, k, row0 + i]) for i in range(b)]
     if self.dafi_source == "corrupted_gt":
-      pairs = [corrupt_dafi(batch["dafi"][i:i + 1], batch["mask"][i:i + 1], rngs[i])
-               for i in range(b)]
-      d, m = np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
+      d, m = corrupted_gt(batch["dafi"], batch["mask"], rngs, self.study_spacing)
     else:
       d, m = self.dafi(batch["image"])
     lm = self.landmarks(batch["image"])

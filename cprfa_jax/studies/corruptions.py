@@ -160,10 +160,15 @@ def corrupt(kind: str, dafi, mask, level, rng, spacing):
   return CORRUPTIONS[kind](dafi, mask, level, rng, spacing)
 
 
-def random_corruption(dafi, mask, rng, spacing):
-  """The training distribution of the study's regressors: one corruption, uniformly, at a level
-  drawn uniformly between none and its most severe, so every evaluated (kind, level) is inside
-  what they saw."""
+def draw_corruption(rng) -> tuple[str, float]:
+  """One (kind, level) of the training distribution of the study's regressors: a kind
+  uniformly, a level uniformly between none and its most severe in `LEVELS`, so every (kind,
+  level) the study evaluates is inside what they were trained on."""
   kind = list(CORRUPTIONS)[rng.integers(len(CORRUPTIONS))]
-  level = rng.uniform(0.0, LEVELS[kind][-1])
+  return kind, float(rng.uniform(0.0, LEVELS[kind][-1]))
+
+
+def random_corruption(dafi, mask, rng, spacing):
+  """One example corrupted by a `draw_corruption` draw from the same generator."""
+  kind, level = draw_corruption(rng)
   return corrupt(kind, dafi, mask, level, rng, spacing)
