@@ -70,12 +70,11 @@ def pnp_pose(points_3d_Nx3, points_2d_Nx2) -> np.ndarray | None:
   obs = np.stack([y[:, 0], -y[:, 1]], -1)
   rvec0, _ = cv2.Rodrigues(_FLIP @ _rotation64(*init[:3]))
   tvec0 = np.array([init[4] / s, -init[5] / s, PNP_DISTANCE])
-  # OpenCV 4 returns the guess's shape (3,), OpenCV 5 (3, 1): flatten both.
   ok, rvec, tvec = cv2.solvePnP(x, obs, k, None, rvec0, tvec0, useExtrinsicGuess=True,
                                 flags=cv2.SOLVEPNP_ITERATIVE)
   if not ok:
     return None
-  tvec = np.reshape(tvec, 3)
+  tvec = np.reshape(tvec, 3)     # OpenCV 4 returns the guess's shape (3,), OpenCV 5 (3, 1)
   r = _FLIP @ cv2.Rodrigues(np.reshape(rvec, (3, 1)))[0]
   tz = float(tvec[2])
   scale = f / tz

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
+from cprfa_jax import dafi as dafi_lib
 from cprfa_jax.data import wild
 
 # The levels the study sweeps (none to severe), in each corruption's unit.
@@ -41,9 +42,8 @@ UNITS = {"holes": "fraction of the face removed", "occluders": "fraction of the 
 
 def pncc_spacing(pncc_Vx3) -> float:
   """Median distance from each vertex's PNCC code to its nearest other vertex's code."""
-  from scipy.spatial import cKDTree  # pylint: disable=import-outside-toplevel
   pncc = np.asarray(pncc_Vx3, np.float64)
-  d, _ = cKDTree(pncc).query(pncc, k=2)
+  d, _ = dafi_lib.build_pncc_tree(pncc).query(pncc, k=2)
   return float(np.median(d[:, 1]))
 
 
