@@ -48,14 +48,17 @@ def group_photo(model3d, faces=FACES, hw=PHOTO_HW, seed: int = 0, photometric: f
   rng = np.random.default_rng(seed)
   photo = wild.random_background(rng, hw)
   landmarks, layers = [], []
+  regions = render.model_regions(model3d)     # skin regions of the model, shared by every face
+  # One tile size for every face (the largest face's, at most the renderer's 512 px): one
+  # compilation of the renderer; smaller faces are scaled down when pasted.
+  tile = int(min(512, max([32] + [round(side * BOX_SCALE) for (_, _, side), _ in faces])))
   for i, ((cx, cy, side), angles) in enumerate(faces):
-    tile = int(min(512, max(32, round(side * BOX_SCALE))))
     verts = shape(model3d, jnp.asarray(rng.standard_normal(model3d.num_id), jnp.float32),
                   jnp.asarray(np.clip(0.7 * rng.standard_normal(model3d.num_exp), -3, 3),
                               jnp.float32))
     pose = sampler.frame_pose(verts[model3d.landmarks_68], angles, BOX_SCALE)
     k1, k2 = jax.random.split(jax.random.fold_in(jax.random.key(seed), i))
-    albedo = render.vertex_albedo(render.model_regions(model3d),
+    albedo = render.vertex_albedo(regions,
                                   render.random_albedo_params(k1, model3d.num_vertices))
     out = render.render(model3d, verts, pose, (tile, tile), light=render.random_light(k2),
                         albedo=albedo)
