@@ -74,3 +74,17 @@ def test_float64_rotation_matches_eq2():
   from cprfa_jax.geometry import rotation_matrix
   for angles in [(0.1, -0.4, 2.0), (-1.2, 1.4, -0.3)]:
     np.testing.assert_allclose(fitting._rotation64(*angles), rotation_matrix(*angles), atol=1e-6)
+
+
+def test_coincident_points_are_a_failed_fit_not_a_crash():
+  # A sparse DAFI can decode several vertices to one pixel: the affine camera then has scale 0
+  # and its orthonormalisation divides by it (the SVD of NaNs does not converge).
+  m = model()
+  x = np.asarray(m.mean_Vx3)[np.asarray(m.landmarks_68)]
+  y = np.full((68, 2), 0.25)
+  assert fitting.affine_pose(x, y) is None
+  assert fitting.pnp_pose(x, y) is None
+  y_all = np.full((m.num_vertices, 2), 0.25)
+  assert fitting.online_fit(m, y_all, np.ones(m.num_vertices, bool)) == (None, None)
+  y[0, 0] = np.nan
+  assert fitting.pnp_pose(x, y) is None

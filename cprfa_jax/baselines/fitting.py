@@ -37,15 +37,18 @@ def _rotation64(rx, ry, rz) -> np.ndarray:
   return r_z @ r_y @ r_x
 
 
-def affine_pose(points_3d_Nx3, points_2d_Nx2) -> np.ndarray:
+def affine_pose(points_3d_Nx3, points_2d_Nx2) -> np.ndarray | None:
   """Closed-form weak-perspective pose: least-squares affine camera, rows orthonormalised.
-  Needs N >= 4 non-coplanar points. Returns pose_6."""
+  Needs N >= 4 non-coplanar points. Returns pose_6, or None when the 2D points carry no scale
+  (they coincide, e.g. a DAFI that matched several vertices to one pixel) or are not finite."""
   x = np.asarray(points_3d_Nx3, np.float64)
   y = np.asarray(points_2d_Nx2, np.float64)
   xc, yc = x - x.mean(0), y - y.mean(0)
   a, *_ = np.linalg.lstsq(xc, yc, rcond=None)          # (3, 2): y = x @ a
   p = a.T                                               # rows = s R[:2]
   s = np.sqrt(np.linalg.norm(p[0]) * np.linalg.norm(p[1]))
+  if not np.isfinite(s) or s < 1e-9:    # p / s below would be NaN and the SVD would not converge
+    return None
   u, _, vt = np.linalg.svd(p / s)
   r2 = u @ np.eye(2, 3) @ vt                            # nearest rows with orthonormal rows
   r = np.vstack([r2, np.cross(r2[0], r2[1])])
@@ -57,12 +60,15 @@ def affine_pose(points_3d_Nx3, points_2d_Nx2) -> np.ndarray:
 
 
 def pnp_pose(points_3d_Nx3, points_2d_Nx2) -> np.ndarray | None:
-  """OpenCV PnP on normalised 2D points; None if it fails (< 4 points or no solution)."""
+  """OpenCV PnP on normalised 2D points; None if it fails (< 4 points, degenerate points
+  (`affine_pose`) or no solution)."""
   x = np.asarray(points_3d_Nx3, np.float64)
   y = np.asarray(points_2d_Nx2, np.float64)
   if len(x) < 4:
     return None
   init = affine_pose(x, y)
+  if init is None:
+    return None
   s = max(init[3], 1e-3)
   f = s * PNP_DISTANCE            # normalised image units: focal f at distance D gives scale s
   k = np.array([[f, 0, 0], [0, f, 0], [0, 0, 1.0]])
@@ -86,13 +92,15 @@ def online_fit(model3d, y_obs_Vx2, detected_V, num_id=10, num_exp=5, prior=1.0,
                f_scale=0.02, max_nfev=60):
   """LM (trust-region reflective with a soft-L1 loss) over pose_6 and the first num_id / num_exp
   coefficients on the detected vertices. Returns (pose_6, alpha (K + E,)) or (None, None) when
-  fewer than 6 vertices are detected."""
+  fewer than 6 vertices are detected or their positions are degenerate (`affine_pose`)."""
   det = np.flatnonzero(np.asarray(detected_V))
   if det.size < 6:
     return None, None
   y = np.asarray(y_obs_Vx2, np.float64)[det]
   mean = np.asarray(model3d.mean_Vx3, np.float64)[det]
   pose0 = affine_pose(mean, y)
+  if pose0 is None:
+    return None, None
   k, e = min(num_id, model3d.num_id), min(num_exp, model3d.num_exp)
   id_b = np.asarray(model3d.id_basis_KxVx3, np.float64)[:k, det]
   ex_b = np.asarray(model3d.exp_basis_ExVx3, np.float64)[:e, det]
