@@ -54,6 +54,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.cpr.width = 16                 # CNN channels of the first layer (Fig. 4b)
   c.cpr.features = 64
   c.cpr.hidden = 64                # GRU state h
+  c.cpr.pool = "mean"              # the CNNs' read-out: mean (global pooling) | flatten
   c.cpr.kappa = 0.1                # §3.2: κ of the detected vertices for Eq. 6's errors
   # Eq. 6's κ sample lives in a static array: 0 sizes it ceil(κ · V), so it is never cut short;
   # a positive value caps it (small configs, for speed; logged at start, in the report).
@@ -62,7 +63,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.cpr.match_dist = 0.01         # DAFI decoding for the fit (Table 1 keeps eval.match_dist)
   c.cpr.dafi_source = "unet"       # unet: the trained HS-U-Net | corrupted_gt: noisy true DAFIs
   # corrupted_gt's corruption: mild (PNCC noise + up to 3 rectangular holes) | study (one of
-  # studies.corruptions' five kinds at a random level: what the robustness study evaluates).
+  # studies.corruptions' five kinds at a random level: what the robustness study evaluates) |
+  # none (the clean truth: the regressor's floor, issue 12).
   c.cpr.corruption = "mild"
   c.cpr.landmark_dropout = 0.1    # fused stages: drop an example's landmarks (runs without them)
   c.cpr.param_weight = 0.1         # loss = vertex reprojection + param_weight * parameter error

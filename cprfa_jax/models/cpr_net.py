@@ -2,7 +2,8 @@
 
 * `CprEncoder`: a CNN over one CPR input of Eq. 4 (3 channels of N x N, channels last here),
   six conv layers (the sixth is where two CPR branches exchange features in Fig. 4c), then
-  global pooling to a feature vector.
+  a read-out to a feature vector: global mean pooling, or (`pool="flatten"`) a dense layer
+  over the whole sixth-layer map, which keeps *where* in the CPR a feature is.
 * `RecurrentHead`: a GRU cell carrying the hidden state h of Eq. 4 across the q stages and a
   linear read-out of the update Δφ; initialised near zero, so the first updates are small.
 * `BetaNet`: Eq. 7's "deep neural network with few hidden layers" from the 2M path errors to
@@ -18,9 +19,16 @@ NUM_CONV = 6
 
 
 class CprEncoder(nn.Module):
-  """(B, N, N, C) -> features (B, F); `layers_to_6` exposes the sixth layer for fusion."""
+  """(B, N, N, C) -> features (B, F); `layers_to_6` exposes the sixth layer for fusion.
+
+  pool: "mean" averages the sixth-layer map over positions; "flatten" reads all of it. A cell
+  (i, j) of a CPR is a fixed vertex pair (the layout is fixed), so its position says which
+  pair it is: mean pooling throws that away and leaves the network a bag of local patterns,
+  which cannot tell a pitch error (vertical pairs stretched) from a yaw error (horizontal
+  ones). Measured on clean true DAFIs in issue 12 (the regressor's floor)."""
   width: int = 32
   features: int = 128
+  pool: str = "mean"
 
   def setup(self):
     # Stride 2 on every other layer: N = 256 ends at 32 x 32 after six layers.
@@ -37,6 +45,8 @@ class CprEncoder(nn.Module):
     return x
 
   def head(self, x):
+    if self.pool == "flatten":
+      return nn.relu(self.dense(x.reshape(x.shape[0], -1)))
     return nn.relu(self.dense(x.mean(axis=(1, 2))))
 
   def __call__(self, cpr_BxNxNxC):
@@ -80,14 +90,15 @@ class CrossFusion(nn.Module):
   so one network serves images with and without landmarks."""
   width: int = 32
   features: int = 128
+  pool: str = "mean"
 
   @nn.compact
   def __call__(self, cpr1_BxNxNxC, cpr2_BxMxMxC=None, has2_B=None):
-    enc1 = CprEncoder(self.width, self.features, name="branch_dafi")
+    enc1 = CprEncoder(self.width, self.features, self.pool, name="branch_dafi")
     a = enc1.layers_to_6(cpr1_BxNxNxC)
     if cpr2_BxMxMxC is None:
       return enc1.head(a), None
-    enc2 = CprEncoder(self.width, self.features, name="branch_landmarks")
+    enc2 = CprEncoder(self.width, self.features, self.pool, name="branch_landmarks")
     b = enc2.layers_to_6(cpr2_BxMxMxC)
     has = (jnp.ones(a.shape[:1]) if has2_B is None else has2_B.astype(a.dtype))[:, None, None, None]
     c = a.shape[-1]

@@ -157,6 +157,7 @@ class _Stage(nn.Module):
   hidden: int
   capu: bool = False
   num_path: int = 5          # M of Eq. 6
+  pool: str = "mean"         # CprEncoder's read-out
 
   @nn.compact
   def __call__(self, carry, model3d, sel_C, layout_3xN, lm_idx_68, lm_layout, obs, sampled):
@@ -181,7 +182,7 @@ class _Stage(nn.Module):
       if use_lm:
         y_gen_lm = generated_points(model3d, lm_idx_68, alpha, pose)
         x2 = group_input(cpr.batched_cpr_inputs(obs.y_lm, y_gen_lm, obs.det_lm, lm_layout), g)
-      f1, f2 = CrossFusion(self.width, self.features, name=f"cnn_{g}")(x1, x2, has_lm)
+      f1, f2 = CrossFusion(self.width, self.features, self.pool, name=f"cnn_{g}")(x1, x2, has_lm)
       new_hidden[g], d1 = RecurrentHead(self.hidden, out_dims[g], name=f"rnn_{g}")(hidden[g], f1)
       step = jnp.reshape(beta_of(g, g, d1), (-1, 1)) * d1
       if use_lm:                                   # Eq. 8: the landmark branch's own Δφ and β
@@ -221,6 +222,7 @@ class CprRegressor(nn.Module):
   kappa: float = 0.1
   max_sampled: Optional[int] = None   # None / 0: ceil(κ · V) (`path.sample_bound`); > 0: a cap
   num_path: int = 5
+  pool: str = "mean"                  # the CNNs' read-out (`cpr_net.CprEncoder`)
 
   @nn.compact
   def __call__(self, model3d, sel_C, layout_3xN, obs: Observations, key=None):
@@ -251,7 +253,7 @@ class CprRegressor(nn.Module):
       stages = nn.scan(_Stage, variable_broadcast="params", split_rngs={"params": False},
                        in_axes=(nn.broadcast,) * 7, length=self.num_stages)
       ((alpha, pose), _), (per_stage, seen, betas) = stages(
-          self.num_alpha, self.width, self.features, self.hidden, capu, self.num_path,
+          self.num_alpha, self.width, self.features, self.hidden, capu, self.num_path, self.pool,
           name=f"stages_{name}")(((alpha, pose), hidden0), model3d, sel_C, layout_3xN, lm_idx,
                                  lm_layout, obs, sampled)
       out[name] = {"alpha": per_stage[0], "pose": per_stage[1], "seen": seen, "beta": betas}

@@ -39,8 +39,10 @@ def validate(config, stage) -> None:
     raise ValueError(f"stage {stage!r} is not a CPR stage: {sorted(VARIANTS)}")
   if c.dafi_source not in ("unet", "corrupted_gt"):
     raise ValueError(f"--config.cpr.dafi_source={c.dafi_source!r}: use 'unet' or 'corrupted_gt'")
-  if c.corruption not in ("mild", "study"):
-    raise ValueError(f"--config.cpr.corruption={c.corruption!r}: use 'mild' or 'study'")
+  if c.corruption not in ("mild", "study", "none"):
+    raise ValueError(f"--config.cpr.corruption={c.corruption!r}: use 'mild', 'study' or 'none'")
+  if c.pool not in ("mean", "flatten"):
+    raise ValueError(f"--config.cpr.pool={c.pool!r}: use 'mean' or 'flatten'")
   if not 0 < c.kappa <= 1:
     raise ValueError(f"--config.cpr.kappa={c.kappa} must be in (0, 1]")
   if c.num_stages < 1 or c.num_path < 1:
@@ -56,7 +58,8 @@ def regressor(config, model3d, stage) -> CprRegressor:
   c = config.cpr
   return CprRegressor(num_alpha=model3d.num_id + model3d.num_exp, num_stages=c.num_stages,
                       width=c.width, features=c.features, hidden=c.hidden, kappa=c.kappa,
-                      max_sampled=c.max_sampled, num_path=c.num_path, **VARIANTS[stage])
+                      max_sampled=c.max_sampled, num_path=c.num_path, pool=c.pool,
+                      **VARIANTS[stage])
 
 
 def kappa_sample_line(config, model3d) -> str:

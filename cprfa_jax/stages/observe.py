@@ -103,7 +103,9 @@ class Observer:
     b = len(batch["image"])
     row0 = jax.process_index() * b
     rngs = [np.random.default_rng([self.config.seed, 7, k, row0 + i]) for i in range(b)]
-    if self.dafi_source == "corrupted_gt":
+    if self.dafi_source == "corrupted_gt" and self.config.cpr.corruption == "none":
+      d, m = np.asarray(batch["dafi"], np.float32), np.asarray(batch["mask"], bool)
+    elif self.dafi_source == "corrupted_gt":
       d, m = corrupted_gt(batch["dafi"], batch["mask"], rngs, self.study_spacing)
     else:
       d, m = self.dafi(batch["image"])
