@@ -138,3 +138,29 @@ def test_bad_input_is_refused():
     decode_dafi_subpixel(np.zeros(HW + (3,)), np.ones(HW, bool), np.zeros((2, 3)), radius=0)
   with pytest.raises(ValueError, match="mask"):
     decode_dafi_subpixel(np.zeros(HW + (3,)), np.ones((3, 3), bool), np.zeros((2, 3)))
+
+
+def test_observations_decode_with_the_configured_decoder():
+  from cprfa_jax.stages import observe
+  field, mask, pncc, _ = rendered_face((40, 40))
+  tree = dafi.build_pncc_tree(pncc)
+  batch = np.stack([field, field[:, ::-1]]).astype(np.float32), np.stack([mask, mask[:, ::-1]])
+  obs = observe.observations(*batch, None, tree, 0.02, (40, 40), decode="subpixel")
+  for i in range(2):
+    pos, det = decode_dafi_subpixel(batch[0][i], batch[1][i], pncc, None, 0.02)
+    np.testing.assert_array_equal(obs["det_all"][i], det)
+    np.testing.assert_allclose(obs["y_all"][i][det], geo.from_pixels(pos[det], (40, 40)),
+                               atol=1e-6)
+  pixel = observe.observations(*batch, None, tree, 0.02, (40, 40))
+  assert pixel["det_all"].sum() < obs["det_all"].sum()
+  with pytest.raises(ValueError, match="cpr.decode='bilinear'"):
+    observe.observations(*batch, None, tree, 0.02, (40, 40), decode="bilinear")
+
+
+def test_predictor_refuses_host_only_decoding():
+  from configs import smoke
+  from cprfa_jax.predict.predictor import Predictor
+  config = smoke.get_config()
+  config.cpr.decode = "subpixel"
+  with pytest.raises(ValueError, match="cpr.decode='subpixel'"):
+    Predictor(config, None, {}, {})

@@ -41,6 +41,8 @@ def validate(config, stage) -> None:
     raise ValueError(f"--config.cpr.dafi_source={c.dafi_source!r}: use 'unet' or 'corrupted_gt'")
   if c.corruption not in ("mild", "study", "none"):
     raise ValueError(f"--config.cpr.corruption={c.corruption!r}: use 'mild', 'study' or 'none'")
+  if c.decode not in ("pixel", "subpixel"):
+    raise ValueError(f"--config.cpr.decode={c.decode!r}: use 'pixel' or 'subpixel'")
   if c.pool not in ("mean", "flatten"):
     raise ValueError(f"--config.cpr.pool={c.pool!r}: use 'mean' or 'flatten'")
   if not 0 < c.kappa <= 1:

@@ -51,7 +51,7 @@ def observe_set(observer, source, num: int, batch_size: int, keep_pictures: int 
     d, m = observer.dafi(batch["image"])
     lm = observer.landmarks(batch["image"])
     obs = observe.observations(d, m, lm, observer.tree, observer.config.cpr.match_dist,
-                               observer.hw)
+                               observer.hw, decode=observer.config.cpr.decode)
     for k in ("y_all", "det_all", "y_lm"):
       out[k].append(obs[k])
     out["lm_px"].append(lm)

@@ -12,18 +12,30 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from cprfa_jax import dafi as dafi_lib
+from cprfa_jax import dafi as dafi_lib, dafi_subpixel
 from cprfa_jax.geometry import projection
 from cprfa_jax.stages import compiled
 from cprfa_jax.stages.common import params_of
 from cprfa_jax.studies import corruptions
 
 
-def decode_all(dafi_BxHxWx3, mask_BxHxW, tree, match_dist: float):
-  """Every vertex's decoded pixel position (B, V, 2) and detection flag (B, V)."""
+DECODERS = ("pixel", "subpixel")
+
+
+def decode_all(dafi_BxHxWx3, mask_BxHxW, tree, match_dist: float, decode: str = "pixel"):
+  """Every vertex's decoded pixel position (B, V, 2) and detection flag (B, V): `decode`
+  "pixel" is the paper's (§2.1, the mean of the pixels matched to a vertex), "subpixel"
+  `dafi_subpixel` (the vertex's code located in the interpolated PNCC field; `tree.data` are
+  the model's codes)."""
   all_v = np.arange(tree.n)
-  out = [dafi_lib.decode_dafi_kdtree(d, m, tree, all_v, match_dist)
-         for d, m in zip(dafi_BxHxWx3, mask_BxHxW)]
+  if decode == "subpixel":
+    out = [dafi_subpixel.decode_dafi_subpixel(d, m, tree.data, None, match_dist)
+           for d, m in zip(dafi_BxHxWx3, mask_BxHxW)]
+  elif decode == "pixel":
+    out = [dafi_lib.decode_dafi_kdtree(d, m, tree, all_v, match_dist)
+           for d, m in zip(dafi_BxHxWx3, mask_BxHxW)]
+  else:
+    raise ValueError(f"--config.cpr.decode={decode!r}: use one of {', '.join(DECODERS)}")
   return np.stack([o[0] for o in out]), np.stack([o[1] for o in out])
 
 
@@ -56,12 +68,12 @@ def corrupted_gt(dafi_BxHxWx3, mask_BxHxW, rngs, study_spacing=None):
 
 
 def observations(dafi_BxHxWx3, mask_BxHxW, landmarks_px_Bx68x2, tree, match_dist, hw,
-                 landmarks_present_B=None):
+                 landmarks_present_B=None, decode="pixel"):
   """The arrays of `models.cpr_regressor.Observations` over all vertices (the caller indexes the
   C selected ones): dict of y_all (B, V, 2), det_all (B, V), y_lm (B, 68, 2), det_lm (B, 68),
   NumPy, normalised coordinates. landmarks_px None: no landmark source; landmarks_present_B:
-  False drops an example's landmarks (all det_lm False)."""
-  px, det = decode_all(dafi_BxHxWx3, mask_BxHxW, tree, match_dist)
+  False drops an example's landmarks (all det_lm False); decode: `decode_all`'s."""
+  px, det = decode_all(dafi_BxHxWx3, mask_BxHxW, tree, match_dist, decode)
   out = {"y_all": np.asarray(projection.from_pixels(px, hw), np.float32), "det_all": det}
   if landmarks_px_Bx68x2 is not None:
     b = len(landmarks_px_Bx68x2)
@@ -111,4 +123,5 @@ class Observer:
       d, m = self.dafi(batch["image"])
     lm = self.landmarks(batch["image"])
     present = np.array([r.random() >= self.dropout for r in rngs])
-    return observations(d, m, lm, self.tree, self.config.cpr.match_dist, self.hw, present)
+    return observations(d, m, lm, self.tree, self.config.cpr.match_dist, self.hw, present,
+                        self.config.cpr.decode)

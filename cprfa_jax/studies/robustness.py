@@ -80,7 +80,8 @@ def _fit_all(config, model3d, trained, sel, obs, hw, points, yaw):
 
 
 def _observations(dafi, mask, y_lm, truth, config, tree, hw):
-  obs = observe.observations(dafi, mask, None, tree, config.cpr.match_dist, hw)
+  obs = observe.observations(dafi, mask, None, tree, config.cpr.match_dist, hw,
+                             decode=config.cpr.decode)
   obs["y_lm"], obs["det_lm"] = y_lm, np.ones(y_lm.shape[:2], bool)
   obs.update(truth)
   return obs
