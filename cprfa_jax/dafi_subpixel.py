@@ -53,28 +53,32 @@ def _inv3(m):
   return np.linalg.inv(np.where(good[:, None, None], m, np.eye(3))), good
 
 
-def _local_solve(dafi, mask, x0, codes_v, radius):
-  """Steps 2-3 around pixels x0 (n, 2): (Δ (n, 2), residual (n,), solvable (n,))."""
+def _pixel_fits(dafi, mask, rows, cols, radius):
+  """Step 2 at every face pixel (P of them; a fit depends on the pixel, not on the vertex, and
+  ~6 vertices share each pixel at 64 px): (c0 (P, 3), Jᵀ (P, 2, 3), fitted (P,))."""
   off = _offsets(radius)                                # (K, 2)
   h, w = mask.shape
-  xs, ys = x0[:, None, 0] + off[None, :, 0], x0[:, None, 1] + off[None, :, 1]   # (n, K)
+  xs, ys = cols[:, None] + off[None, :, 0], rows[:, None] + off[None, :, 1]   # (P, K)
   inside = (xs >= 0) & (xs < w) & (ys >= 0) & (ys < h)
   xs_c, ys_c = np.clip(xs, 0, w - 1), np.clip(ys, 0, h - 1)
-  wgt = (inside & mask[ys_c, xs_c]).astype(np.float64)  # (n, K)
-  c_nb = dafi[ys_c, xs_c]                               # (n, K, 3)
+  wgt = (inside & mask[ys_c, xs_c]).astype(np.float64)  # (P, K)
   a = np.concatenate([np.ones(off.shape[:1] + (1,)), off.astype(np.float64)], -1)  # (K, 3)
-  ata = np.einsum("nk,ki,kj->nij", wgt, a, a)           # (n, 3, 3)
-  atc = np.einsum("nk,ki,nkc->nic", wgt, a, c_nb)       # (n, 3, 3): rows 1, dx, dy
-  inv, invertible = _inv3(ata)
-  coef = inv @ atc                                      # (n, 3, 3)
-  c0, jac_t = coef[:, 0], coef[:, 1:]                   # (n, 3), Jᵀ (n, 2, 3)
-  # The plane point nearest to c_v: (JᵀJ) Δ = Jᵀ (c_v - c0), by Cramer's rule where the 2 x 2
-  # determinant is clear of zero relative to its diagonal (a flat or one-directional field
-  # leaves the vertex unsolvable, not at a division by ~0).
+  ata = np.einsum("pk,ki,kj->pij", wgt, a, a)           # (P, 3, 3)
+  atc = np.matmul(a.T, wgt[..., None] * dafi[ys_c, xs_c])   # (P, 3, 3): rows 1, dx, dy
+  inv, fitted = _inv3(ata)
+  coef = inv @ atc
+  return coef[:, 0], coef[:, 1:], fitted
+
+
+def _solve(c0, jac_t, fitted, codes_v):
+  """Step 3 for each vertex from its pixel's fit: (Δ (n, 2), residual (n,), solvable (n,))."""
+  # (JᵀJ) Δ = Jᵀ (c_v - c0) by Cramer's rule where the 2 x 2 determinant is clear of zero
+  # relative to its diagonal (a flat or one-directional field leaves the vertex unsolvable,
+  # not at a division by ~0).
   g = jac_t @ np.swapaxes(jac_t, 1, 2)                  # (n, 2, 2)
   det2 = g[:, 0, 0] * g[:, 1, 1] - g[:, 0, 1] * g[:, 1, 0]
   scale2 = g[:, 0, 0] * g[:, 1, 1]
-  ok = invertible & (scale2 > 1e-30) & (det2 > _DET_FLOOR * np.maximum(scale2, 1e-30))
+  ok = fitted & (scale2 > 1e-30) & (det2 > _DET_FLOOR * np.maximum(scale2, 1e-30))
   rhs = np.einsum("nij,nj->ni", jac_t, codes_v - c0)    # (n, 2)
   safe_det = np.where(ok, det2, 1.0)
   delta = np.stack([g[:, 1, 1] * rhs[:, 0] - g[:, 0, 1] * rhs[:, 1],
@@ -100,20 +104,23 @@ def decode_dafi_subpixel(dafi_HxWx3, mask_HxW, pncc_Vx3, subset_C=None,
   rows, cols = np.nonzero(mask)
   if rows.size < 3:
     return pos.astype(np.float32), det
-  # 1. the nearest face pixel to each vertex code.
+  # 1. the nearest face pixel to each vertex code (an index into the P face pixels).
   _, p = cKDTree(dafi[rows, cols]).query(codes_v)
-  x0 = np.stack([cols[p], rows[p]], -1)                 # (n, 2) integer pixel
-  # 2.-3. the local fit; then once more around the pixel it points to, since the nearest code
-  # is not always the nearest pixel where the field stretches one way more than the other.
-  delta, resid, ok = _local_solve(dafi, mask, x0, codes_v, radius)
+  # 2. the local fit at every face pixel; 3. the solve from the vertex's pixel.
+  c0, jac_t, fitted = _pixel_fits(dafi, mask, rows, cols, radius)
+  delta, resid, ok = _solve(c0[p], jac_t[p], fitted[p], codes_v)
+  # ... once more from the face pixel nearest to x0 + Δ, where that is another one.
   h, w = mask.shape
+  index = np.full((h, w), -1)
+  index[rows, cols] = np.arange(rows.size)
+  x0 = np.stack([cols[p], rows[p]], -1)                 # (n, 2) integer pixel
   moved = np.clip(np.rint(x0 + delta).astype(int), 0, [w - 1, h - 1])
-  moved = np.where((ok & mask[moved[:, 1], moved[:, 0]])[:, None], moved, x0)
-  delta2, resid2, ok2 = _local_solve(dafi, mask, moved, codes_v, radius)
-  better = ok2
-  x0 = np.where(better[:, None], moved, x0)
-  delta = np.where(better[:, None], delta2, delta)
-  resid, ok = np.where(better, resid2, resid), ok | ok2
+  q = np.where(ok, index[moved[:, 1], moved[:, 0]], -1)
+  again = (q >= 0) & (q != p)
+  if again.any():
+    d2, r2, ok2 = _solve(c0[q[again]], jac_t[q[again]], fitted[q[again]], codes_v[again])
+    take = np.flatnonzero(again)[ok2]
+    delta[take], resid[take], x0[take] = d2[ok2], r2[ok2], moved[take]
   # 4. the paper's threshold on the interpolated code, inside the fitted neighbourhood only.
   det = ok & (resid < max_dist) & (np.abs(delta).max(-1) <= radius + 0.5)
   pos[det] = x0[det] + delta[det]
