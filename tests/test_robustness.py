@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 
@@ -46,6 +47,10 @@ def test_every_method_at_every_level(study):
         assert set(nme) == METHODS, (name, kind, level)
         assert all(np.isfinite(v) and v > 0 for v in nme.values()), (name, kind, level, nme)
       assert (out / f"robustness_{name}_{kind}.png").stat().st_size > 1000
+    # The overview tiles the six panels (five corruptions and resolution) in rows of three.
+    img = cv2.imread(str(out / f"robustness_{name}.png"))
+    one = cv2.imread(str(out / f"robustness_{name}_holes.png"))
+    assert img.shape == (2 * one.shape[0], 3 * one.shape[1], 3)
   assert "| CPRFA |" in (out / "robustness.md").read_text()
   assert set(res["trained_on"]) == {"cpr", "cpr_h", "capu"}
   assert res["trained_on"]["capu"] == "unet"     # the smoke config trains on the U-Net's DAFIs

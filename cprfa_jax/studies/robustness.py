@@ -17,7 +17,8 @@ The regressors are the workdir's: for a fair study they are trained on the same 
 (`--config.cpr.dafi_source=corrupted_gt --config.cpr.corruption=study`); the output says what
 they were trained on. Writes to --out: robustness.json ({"sets": {set: {corruption: {level:
 {method: NME}}}}, NME = mean over the set's |yaw| bins, as Table 2), robustness_SET_KIND.png
-(NME against level, one line per method) and robustness.md (one table per set and corruption).
+(NME against level, one line per method), robustness_SET.png (every corruption of a set on one
+y range, up to --max_nme) and robustness.md (one table per set and corruption).
 """
 
 from __future__ import annotations
@@ -149,8 +150,18 @@ def table_md(name, kind, results) -> str:
   return "\n".join(lines) + "\n"
 
 
+def tile(images, cols: int = 3) -> np.ndarray:
+  """Equal-sized uint8 images in rows of `cols`, white where a row is short."""
+  h, w, _ = images[0].shape
+  rows = -(-len(images) // cols)
+  out = np.full((rows * h, cols * w, 3), 255, np.uint8)
+  for k, im in enumerate(images):
+    out[(k // cols) * h:(k // cols + 1) * h, (k % cols) * w:(k % cols + 1) * w] = im
+  return out
+
+
 def study(config, workdir, model3d, out_dir, num, sizes=(), kinds=tuple(corruptions.LEVELS),
-          sets=SETS, log=print) -> dict:
+          sets=SETS, log=print, max_nme: float = 0.3) -> dict:
   """Runs the study and writes its JSON, PNGs and markdown; returns the JSON's dict."""
   restore = eval_stages.restore
   trained, steps = fit_report.trained_regressors(config, workdir, restore)
@@ -172,13 +183,19 @@ def study(config, workdir, model3d, out_dir, num, sizes=(), kinds=tuple(corrupti
   for name in sets:
     res = run_set(config, model3d, name, num, trained, sel, lm_params, sizes, kinds, log)
     result["sets"][name] = res
+    panels = []
     for kind, by_level in res.items():
       md.append(table_md(name, kind, by_level))
       methods = list(next(iter(by_level.values())))
-      img = curves.level_plot({m: [by_level[l][m] for l in by_level] for m in methods},
-                              [float(l) for l in by_level], f"{name}: {kind}",
-                              result["units"][kind])
+      series = {m: [by_level[l][m] for l in by_level] for m in methods}
+      levels = [float(l) for l in by_level]
+      img = curves.level_plot(series, levels, f"{name}: {kind}", result["units"][kind])
       save_png(os.path.join(out_dir, f"robustness_{name}_{kind}.png"), img)
+      # The overview: every corruption on one y range (values above max_nme drawn at the top),
+      # so the panels compare at a glance.
+      panels.append(curves.level_plot(series, levels, f"{name}: {kind}", result["units"][kind],
+                                      max_nme=max_nme))
+    save_png(os.path.join(out_dir, f"robustness_{name}.png"), tile(panels))
   result["seconds"] = round(time.time() - t0, 1)
   with open(os.path.join(out_dir, "robustness.json"), "w", encoding="utf-8") as f:
     json.dump(result, f, indent=1, allow_nan=False)
@@ -196,6 +213,8 @@ _SIZES = flags.DEFINE_list("sizes", ["128", "64", "32"], "Image sizes of the res
                            "(px, none to severe; empty: skip it).")
 _KINDS = flags.DEFINE_list("corruptions", list(corruptions.LEVELS), "Corruptions to sweep.")
 _SETS = flags.DEFINE_list("sets", list(SETS), "Synthetic sets with true DAFIs.")
+_MAX_NME = flags.DEFINE_float("max_nme", 0.3, "Top of the overview figures' y axis (NME as a "
+                              "fraction; larger values are drawn at the top).")
 
 
 def main(argv):
@@ -224,7 +243,7 @@ def main(argv):
   try:
     res = study(config, _WORKDIR.value, model3d, _OUT.value, _NUM.value, sizes,
                 tuple(_KINDS.value), tuple(_SETS.value),
-                log=lambda s: print(s, file=sys.stderr, flush=True))
+                log=lambda s: print(s, file=sys.stderr, flush=True), max_nme=_MAX_NME.value)
   except FileNotFoundError as e:
     cli.fail(SCRIPT, cli.one_line(str(e)))
   print(f"{len(res['sets'])} sets x {sum(len(v) for v in res['levels'].values())} corruption "
