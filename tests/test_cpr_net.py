@@ -65,3 +65,14 @@ def test_encoder_sees_the_level_of_its_input():
   params = enc.init(jax.random.PRNGKey(0), pattern)
   small, large = enc.apply(params, 0.05 * pattern), enc.apply(params, 0.5 * pattern)
   assert not np.allclose(small, large, rtol=1e-2)
+
+
+def test_flatten_read_out_reads_the_whole_sixth_layer_map():
+  x = np.random.default_rng(1).random((2, 16, 16, 3)).astype(np.float32)
+  for pool in ("mean", "flatten"):
+    enc = CprEncoder(width=4, features=8, pool=pool)
+    params = enc.init(jax.random.PRNGKey(0), x)
+    assert np.asarray(jax.jit(enc.apply)(params, x)).shape == (2, 8)
+    # Six layers, stride 2 on three of them: 16 -> 2 x 2 cells of 4 * 3 channels; the mean
+    # read-out sees 12 numbers, the flatten one all 48 (each cell's position kept).
+    assert params["params"]["dense"]["kernel"].shape[0] == (12 if pool == "mean" else 48)
