@@ -88,3 +88,19 @@ def test_coincident_points_are_a_failed_fit_not_a_crash():
   assert fitting.online_fit(m, y_all, np.ones(m.num_vertices, bool)) == (None, None)
   y[0, 0] = np.nan
   assert fitting.pnp_pose(x, y) is None
+
+
+def test_online_fit_uses_an_even_subsample_of_at_most_max_points():
+  m = model()
+  pose = POSES[1]
+  y = np.asarray(project(m.mean_Vx3, pose)).copy()
+  det = np.ones(m.num_vertices, bool)
+  kept = np.linspace(0, m.num_vertices - 1, 100).round().astype(int)
+  # Every vertex the cap leaves out is moved far away: the capped fit never sees them and is
+  # exact, the uncapped one is pulled off (soft-L1 bounds, but does not remove, their pull).
+  dropped = np.setdiff1d(np.arange(m.num_vertices), kept)
+  y[dropped] += 0.5
+  capped, _ = fitting.online_fit(m, y, det, num_id=0, num_exp=0, max_points=100)
+  np.testing.assert_allclose(capped, pose, atol=1e-5)
+  full, _ = fitting.online_fit(m, y, det, num_id=0, num_exp=0, max_points=0)
+  assert _same_projection(m, full, pose) > 0.05

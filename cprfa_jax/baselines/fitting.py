@@ -89,13 +89,22 @@ def pnp_pose(points_3d_Nx3, points_2d_Nx2) -> np.ndarray | None:
 
 
 def online_fit(model3d, y_obs_Vx2, detected_V, num_id=10, num_exp=5, prior=1.0,
-               f_scale=0.02, max_nfev=60):
+               f_scale=0.02, max_nfev=60, max_points=500):
   """LM (trust-region reflective with a soft-L1 loss) over pose_6 and the first num_id / num_exp
-  coefficients on the detected vertices. Returns (pose_6, alpha (K + E,)) or (None, None) when
-  fewer than 6 vertices are detected or their positions are degenerate (`affine_pose`)."""
+  coefficients on the detected vertices, at most `max_points` of them (0: all). Returns
+  (pose_6, alpha (K + E,)) or (None, None) when fewer than 6 vertices are detected or their
+  positions are degenerate (`affine_pose`).
+
+  The cap: sub-pixel decoding (`dafi_subpixel`) detects thousands of vertices per face and the
+  fit's cost grows with them while its accuracy does not (30 true synth-aflw DAFIs at 64 px,
+  ~4200 detected per face: NME 1.46% with all, 1.46% with 1000, 1.47% with 500, at a tenth of
+  the time); an even, deterministic subsample over the vertex order (which runs across the
+  mesh) keeps the fit's spread of points."""
   det = np.flatnonzero(np.asarray(detected_V))
   if det.size < 6:
     return None, None
+  if 0 < max_points < det.size:
+    det = det[np.linspace(0, det.size - 1, max_points).round().astype(int)]
   y = np.asarray(y_obs_Vx2, np.float64)[det]
   mean = np.asarray(model3d.mean_Vx3, np.float64)[det]
   pose0 = affine_pose(mean, y)
