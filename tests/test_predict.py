@@ -269,3 +269,22 @@ def test_cli_usage_errors_are_one_line(tmp_path):
              "--platforms", "cpu,gpux")
   assert run.returncode == 2 and run.stderr.strip().count("\n") == 0
   assert "gpux" in run.stderr and "cuda" in run.stderr
+
+
+def test_subpixel_decoding_on_the_device_matches_the_evaluation_path(setup):
+  # A pipeline trained with cpr.decode=subpixel decodes in the predictor as in evaluate.py
+  # (dafi_subpixel_jax on the device, dafi_subpixel on the host); the smoke weights serve, the
+  # decoder changes no shape. float32 vs float64 decoding: ~1e-5 px apart (measured ~2e-6 px
+  # on the landmarks here).
+  st = setup
+  config = cli.load_config(str(CONFIG))
+  config.cpr.decode = "subpixel"
+  pred = Predictor.from_workdir(config, str(st["workdir"]), st["model3d"])
+  observer = observe.Observer(config, str(st["workdir"]), st["model3d"], with_landmarks=True)
+  obs = fit_eval.observe_set(observer, dict(enumerate(st["exs"])), NUM, 4)
+  assert obs["det_all"].sum() > setup["obs"]["det_all"].sum()     # sub-pixel finds more
+  _, lm_eval = _eval_path({**st, "pred": pred}, obs)
+  n = len(st["images"])
+  out = pred.fit_crops(st["images"], np.ones(n, np.float32), np.zeros((n, 2), np.float32))
+  err = np.abs(out["landmarks_px"] - lm_eval).max(axis=(1, 2))
+  assert err.max() < PX_TOL, err

@@ -1,5 +1,6 @@
 """From face crops to fitted faces in one pure function: U-Net (§2.1), DAFI decoding on the
-device (`dafi.decode_all_grid`), the landmark network (FAN-3D's role, §2.5) or landmarks given
+device (`dafi.decode_all_grid`, or `dafi_subpixel_jax` when the pipeline was trained with
+cpr.decode=subpixel), the landmark network (FAN-3D's role, §2.5) or landmarks given
 by the caller, and the CPR regressor's two rounds (Eq. 4-8). No host round trip: this is the
 function `Predictor` jits and `predict.export` serialises.
 
@@ -20,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from cprfa_jax import dafi as dafi_lib
+from cprfa_jax import dafi as dafi_lib, dafi_subpixel_jax
 from cprfa_jax.geometry import projection
 from cprfa_jax.mm.model import MorphableModel, vertices
 from cprfa_jax.models.cpr_regressor import Observations
@@ -62,7 +63,13 @@ def fit_crops(settings: Settings, w: Weights, crops_BxSxSx3, k_B, b_Bx2, landmar
   hw = (s, s)
   dafi, prob = compiled.unet_apply(compiled.unet_network(config), w.unet, crops_BxSxSx3)
   mask = prob > 0.5
-  px_BxVx2, det_BxV = jax.vmap(dafi_lib.decode_all_grid, in_axes=(0, 0, None))(dafi, mask, w.grid)
+  if config.cpr.get("decode", "pixel") == "subpixel":     # as the regressors were trained
+    px_BxVx2, det_BxV = jax.vmap(dafi_subpixel_jax.decode_all_subpixel,
+                                 in_axes=(0, 0, None, None))(dafi, mask, w.model3d.pncc_Vx3,
+                                                             config.cpr.match_dist)
+  else:
+    px_BxVx2, det_BxV = jax.vmap(dafi_lib.decode_all_grid, in_axes=(0, 0, None))(dafi, mask,
+                                                                                  w.grid)
   y_all = projection.from_pixels(px_BxVx2, hw)
   k, b = k_B[:, None, None], b_Bx2[:, None, :]
   obs = Observations(y_all[:, w.selected_C], det_BxV[:, w.selected_C], y_all, det_BxV)

@@ -68,9 +68,6 @@ class Predictor:
     if stage not in fit.VARIANTS:
       raise ValueError(f"stage {stage!r}: choose from {sorted(fit.VARIANTS)}")
     fused = fit.VARIANTS[stage]["fusion"]
-    if config.cpr.get("decode", "pixel") != "pixel":
-      raise ValueError(f"--config.cpr.decode={config.cpr.decode!r}: the predictor decodes on the "
-                       "device with §2.1's pixel decoding only; use evaluate.py for this pipeline")
     if fused and params.get("landmarks") is None:
       raise ValueError(f"stage {stage} fuses landmarks: params['landmarks'] is needed")
     self.config, self.model3d, self.stage = config, model3d, stage
