@@ -84,20 +84,20 @@ def _worker_args(stage, root, data_dir, **extra):
   return argv
 
 
-def run_one_process(tmp, name, stage, root, data_dir, **extra):
-  """One process, 8 devices."""
-  return _launch(tmp, name, [(_worker_args(stage, root, data_dir, **extra), _env(DEVICES))])[0]
-
-
-def run_two_processes(tmp, name, stage, root, data_dir):
-  """Two processes on localhost, 4 devices each, one coordinator."""
+def run_one_and_two_processes(tmp, name, stage, root_one, root_two, data_dir, init_out):
+  """At the same time (the runs are independent; together they overlap each other's start-up
+  and compilation): one process with 8 devices in root_one, writing the initial parameters to
+  init_out, and two processes on localhost with 4 devices each and one coordinator in
+  root_two. Returns (the single record, [the pair's two records])."""
   port = portpicker.pick_unused_port()
-  runs = [(_worker_args(stage, root, data_dir),
-           _env(DEVICES // 2, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
-                JAX_COORDINATOR_BIND_ADDRESS=f"127.0.0.1:{port}",
-                JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i)))
-          for i in range(2)]
-  return _launch(tmp, name, runs)
+  runs = [(_worker_args(stage, root_one, data_dir, init_out=init_out), _env(DEVICES))]
+  runs += [(_worker_args(stage, root_two, data_dir),
+            _env(DEVICES // 2, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+                 JAX_COORDINATOR_BIND_ADDRESS=f"127.0.0.1:{port}",
+                 JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i)))
+           for i in range(2)]
+  records = _launch(tmp, name, runs)
+  return records[0], records[1:]
 
 
 @pytest.fixture(scope="module")
@@ -177,9 +177,8 @@ def check_shards(single, pair, table):
 def test_unet_on_two_processes_matches_one_process_with_8_devices(setup):
   tmp, data_dir = setup["tmp"], setup["data_dir"]
   t0 = time.time()
-  single = run_one_process(tmp, "dafi_1x8", "dafi", tmp / "one", data_dir,
-                           init_out=tmp / "dafi_init.npz")
-  pair = run_two_processes(tmp, "dafi_2x4", "dafi", tmp / "two", data_dir)
+  single, pair = run_one_and_two_processes(tmp, "dafi", "dafi", tmp / "one", tmp / "two",
+                                           data_dir, tmp / "dafi_init.npz")
   check_shards(single, pair, setup["by_image"])
   init = {k: np.asarray(v, np.float64) for k, v in np.load(tmp / "dafi_init.npz").items()}
   s = setup["image_size"]
@@ -199,9 +198,8 @@ def test_regressor_on_two_processes_matches_one_process_with_8_devices(setup):
     pytest.skip("needs the U-Net test's 8-device run")
   t0 = time.time()
   shutil.copytree(tmp / "one" / "dafi", tmp / "three" / "dafi")
-  single = run_one_process(tmp, "cpr_1x8", "cpr", tmp / "one", data_dir,
-                           init_out=tmp / "cpr_init.npz")
-  pair = run_two_processes(tmp, "cpr_2x4", "cpr", tmp / "three", data_dir)
+  single, pair = run_one_and_two_processes(tmp, "cpr", "cpr", tmp / "one", tmp / "three",
+                                           data_dir, tmp / "cpr_init.npz")
   check_shards(single, pair, setup["by_params"])
   init = {k: np.asarray(v, np.float64) for k, v in np.load(tmp / "cpr_init.npz").items()}
   c = tiny.get_config()

@@ -26,7 +26,7 @@ def study(smoke_workdir, tmp_path_factory):
       [sys.executable, "-m", "cprfa_jax.studies.robustness", "--config",
        str(ROOT / "configs/smoke.py"), "--workdir", str(smoke_workdir),
        f"--config.data.data_dir={smoke_workdir.parent / 'data'}", "--out", str(out),
-       "--num", "3", "--sizes", "64,32"],
+       "--num", "3", "--sizes", "64,32", "--sets", "synth-cofw"],
       capture_output=True, text=True, timeout=1500, cwd=ROOT)
   assert run.returncode == 0, run.stderr[-3000:]
   with open(out / "robustness.json", encoding="utf-8") as f:
@@ -35,7 +35,8 @@ def study(smoke_workdir, tmp_path_factory):
 
 def test_every_method_at_every_level(study):
   out, res, run = study
-  assert set(res["sets"]) == {"synth-aflw", "synth-cofw"}
+  # One set keeps the suite's time (the loop over sets is the same code for both).
+  assert set(res["sets"]) == {"synth-cofw"}
   assert "robustness.json" in run.stdout
   for name, by_kind in res["sets"].items():
     assert set(by_kind) == set(corruptions.LEVELS) | {"resolution"}
