@@ -70,22 +70,23 @@ def _pixel_fits(dafi, mask, rows, cols, radius):
   return coef[:, 0], coef[:, 1:], fitted
 
 
-def _solve(c0, jac_t, fitted, codes_v):
-  """Step 3 for each vertex from its pixel's fit: (Δ (n, 2), residual (n,), solvable (n,))."""
+def solve_offsets(c0, jac_t, fitted, codes_v, xp=np, floor=_DET_FLOOR, tiny=1e-30):
+  """Step 3 for each vertex from its pixel's fit: (Δ (n, 2), residual (n,), solvable (n,)).
+  xp: numpy here, jax.numpy in `dafi_subpixel_jax` (with float32 floors)."""
   # (JᵀJ) Δ = Jᵀ (c_v - c0) by Cramer's rule where the 2 x 2 determinant is clear of zero
   # relative to its diagonal (a flat or one-directional field leaves the vertex unsolvable,
   # not at a division by ~0).
-  g = jac_t @ np.swapaxes(jac_t, 1, 2)                  # (n, 2, 2)
+  g = jac_t @ xp.swapaxes(jac_t, 1, 2)                  # (n, 2, 2)
   det2 = g[:, 0, 0] * g[:, 1, 1] - g[:, 0, 1] * g[:, 1, 0]
   scale2 = g[:, 0, 0] * g[:, 1, 1]
-  ok = fitted & (scale2 > 1e-30) & (det2 > _DET_FLOOR * np.maximum(scale2, 1e-30))
-  rhs = np.einsum("nij,nj->ni", jac_t, codes_v - c0)    # (n, 2)
-  safe_det = np.where(ok, det2, 1.0)
-  delta = np.stack([g[:, 1, 1] * rhs[:, 0] - g[:, 0, 1] * rhs[:, 1],
+  ok = fitted & (scale2 > tiny) & (det2 > floor * xp.maximum(scale2, tiny))
+  rhs = xp.einsum("nij,nj->ni", jac_t, codes_v - c0)    # (n, 2)
+  safe_det = xp.where(ok, det2, 1.0)
+  delta = xp.stack([g[:, 1, 1] * rhs[:, 0] - g[:, 0, 1] * rhs[:, 1],
                     g[:, 0, 0] * rhs[:, 1] - g[:, 1, 0] * rhs[:, 0]], -1) / safe_det[:, None]
-  delta = np.where(ok[:, None], delta, 0.0)
-  resid = np.linalg.norm(c0 + np.einsum("nij,ni->nj", jac_t, delta) - codes_v, axis=-1)
-  return delta, np.where(ok, resid, np.inf), ok
+  delta = xp.where(ok[:, None], delta, 0.0)
+  resid = xp.linalg.norm(c0 + xp.einsum("nij,ni->nj", jac_t, delta) - codes_v, axis=-1)
+  return delta, xp.where(ok, resid, xp.inf), ok
 
 
 def decode_dafi_subpixel(dafi_HxWx3, mask_HxW, pncc_Vx3, subset_C=None,
@@ -108,7 +109,7 @@ def decode_dafi_subpixel(dafi_HxWx3, mask_HxW, pncc_Vx3, subset_C=None,
   _, p = cKDTree(dafi[rows, cols]).query(codes_v)
   # 2. the local fit at every face pixel; 3. the solve from the vertex's pixel.
   c0, jac_t, fitted = _pixel_fits(dafi, mask, rows, cols, radius)
-  delta, resid, ok = _solve(c0[p], jac_t[p], fitted[p], codes_v)
+  delta, resid, ok = solve_offsets(c0[p], jac_t[p], fitted[p], codes_v)
   # ... once more from the face pixel nearest to x0 + Δ, where that is another one.
   h, w = mask.shape
   index = np.full((h, w), -1)
@@ -118,7 +119,7 @@ def decode_dafi_subpixel(dafi_HxWx3, mask_HxW, pncc_Vx3, subset_C=None,
   q = np.where(ok, index[moved[:, 1], moved[:, 0]], -1)
   again = (q >= 0) & (q != p)
   if again.any():
-    d2, r2, ok2 = _solve(c0[q[again]], jac_t[q[again]], fitted[q[again]], codes_v[again])
+    d2, r2, ok2 = solve_offsets(c0[q[again]], jac_t[q[again]], fitted[q[again]], codes_v[again])
     take = np.flatnonzero(again)[ok2]
     delta[take], resid[take], x0[take] = d2[ok2], r2[ok2], moved[take]
   # 4. the paper's threshold on the interpolated code, inside the fitted neighbourhood only.

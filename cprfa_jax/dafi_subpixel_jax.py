@@ -6,7 +6,8 @@ four steps on every vertex, in float32.
    64 px on a CPU);
 2. the local affine fit of the PNCC field at every pixel, from shifted copies of the image
    (the (2r+1)^2 neighbourhood sums of the normal equations), inverted by the adjugate;
-3. the 2 x 2 solve for each vertex at its pixel, and once more at the pixel it points to;
+3. the 2 x 2 solve for each vertex at its pixel, and once more at the pixel it points to
+   (`dafi_subpixel.solve_offsets`, the host version's, on jax.numpy);
 4. the threshold on the interpolated code, inside the fitted neighbourhood.
 
 Guards as in the host version: a singular neighbourhood or a flat field leaves the vertex
@@ -22,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from cprfa_jax.dafi import MATCH_DIST, _check
+from cprfa_jax.dafi_subpixel import solve_offsets
 
 _DET_FLOOR = 1e-6        # float32: relative floors of the 3 x 3 and 2 x 2 determinants
 
@@ -71,17 +73,7 @@ def _pixel_fits(dafi_HxWx3, mask_HxW, radius):
 
 
 def _solve(c0, jac_t, fitted, codes_v):
-  g = jac_t @ jnp.swapaxes(jac_t, 1, 2)
-  det2 = g[:, 0, 0] * g[:, 1, 1] - g[:, 0, 1] * g[:, 1, 0]
-  scale2 = g[:, 0, 0] * g[:, 1, 1]
-  ok = fitted & (scale2 > 1e-20) & (det2 > _DET_FLOOR * jnp.maximum(scale2, 1e-20))
-  rhs = jnp.einsum("nij,nj->ni", jac_t, codes_v - c0)
-  safe = jnp.where(ok, det2, 1.0)
-  delta = jnp.stack([g[:, 1, 1] * rhs[:, 0] - g[:, 0, 1] * rhs[:, 1],
-                     g[:, 0, 0] * rhs[:, 1] - g[:, 1, 0] * rhs[:, 0]], -1) / safe[:, None]
-  delta = jnp.where(ok[:, None], delta, 0.0)
-  resid = jnp.linalg.norm(c0 + jnp.einsum("nij,ni->nj", jac_t, delta) - codes_v, axis=-1)
-  return delta, jnp.where(ok, resid, jnp.inf), ok
+  return solve_offsets(c0, jac_t, fitted, codes_v, jnp, _DET_FLOOR, 1e-20)
 
 
 @functools.partial(jax.jit, static_argnames=("radius", "chunk"))

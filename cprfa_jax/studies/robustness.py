@@ -36,7 +36,7 @@ from cprfa_jax import cli, dafi as dafi_lib
 from cprfa_jax.data import datasets
 from cprfa_jax.geometry import projection
 from cprfa_jax.predict.outputs import save_png
-from cprfa_jax.report import curves
+from cprfa_jax.report import curves, draw
 from cprfa_jax.stages import compiled, eval_stages, fit_eval, fit_report, observe
 from cprfa_jax.stages.common import params_of, selection_file, stage_dir
 from cprfa_jax.studies import corruptions
@@ -150,16 +150,6 @@ def table_md(name, kind, results) -> str:
   return "\n".join(lines) + "\n"
 
 
-def tile(images, cols: int = 3) -> np.ndarray:
-  """Equal-sized uint8 images in rows of `cols`, white where a row is short."""
-  h, w, _ = images[0].shape
-  rows = -(-len(images) // cols)
-  out = np.full((rows * h, cols * w, 3), 255, np.uint8)
-  for k, im in enumerate(images):
-    out[(k // cols) * h:(k // cols + 1) * h, (k % cols) * w:(k % cols + 1) * w] = im
-  return out
-
-
 def study(config, workdir, model3d, out_dir, num, sizes=(), kinds=tuple(corruptions.LEVELS),
           sets=SETS, log=print, max_nme: float = 0.3) -> dict:
   """Runs the study and writes its JSON, PNGs and markdown; returns the JSON's dict."""
@@ -195,7 +185,8 @@ def study(config, workdir, model3d, out_dir, num, sizes=(), kinds=tuple(corrupti
       # so the panels compare at a glance.
       panels.append(curves.level_plot(series, levels, f"{name}: {kind}", result["units"][kind],
                                       max_nme=max_nme))
-    save_png(os.path.join(out_dir, f"robustness_{name}.png"), tile(panels))
+    rows = [draw.tile_columns(panels[i:i + 3], pad=0) for i in range(0, len(panels), 3)]
+    save_png(os.path.join(out_dir, f"robustness_{name}.png"), draw.tile_rows(rows, pad=0))
   result["seconds"] = round(time.time() - t0, 1)
   with open(os.path.join(out_dir, "robustness.json"), "w", encoding="utf-8") as f:
     json.dump(result, f, indent=1, allow_nan=False)
