@@ -15,6 +15,7 @@ pipeline restarts where it stopped.
 from __future__ import annotations
 
 import os
+import time
 
 import jax
 import numpy as np
@@ -105,5 +106,11 @@ def _run_stage(config, root, stage, model3d, log=print):
 def run(config, root, model3d, log=print, config_file="CONFIG"):
   """Trains `config.stages` in order; `config_file` only names the config in error messages."""
   check_stages(config.stages)
-  for stage in config.stages:
+  start = time.monotonic()
+  for i, stage in enumerate(config.stages):
+    # The run's progress line: which stage of how many, and the time so far (each stage's own
+    # lines add steps/s and its ETA).
+    log(f"[pipeline] stage {i + 1}/{len(config.stages)}: {stage}, "
+        f"{(time.monotonic() - start) / 60:.1f} min so far")
     run_stage(config, root, stage, model3d, log, config_file)
+  log(f"[pipeline] {len(config.stages)} stages done in {(time.monotonic() - start) / 60:.1f} min")

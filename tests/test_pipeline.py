@@ -44,8 +44,11 @@ def _strict_json(path):
 
 def test_every_stage_trains_to_its_steps_without_a_nan(smoke):
   work, _, train, _ = smoke
-  for stage in pipeline.ORDER:
+  n = len(pipeline.ORDER)
+  for i, stage in enumerate(pipeline.ORDER):
     assert f"== stage {stage}" in train.stdout
+    assert f"[pipeline] stage {i + 1}/{n}: {stage}, " in train.stdout   # the progress line
+  assert f"[pipeline] {n} stages done in " in train.stdout
   assert "step 150/150" in train.stdout.split("== stage capu")[1]
   sel = np.load(work / "dafi" / "selection.npz")
   assert sel["selected"].shape == (64,) and sel["layout"].shape == (3, 32)
