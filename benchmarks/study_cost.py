@@ -1,8 +1,10 @@
 """What each method of the robustness study costs per fit on this machine, in one run: the host
 baselines (OpenCV PnP on 68 landmarks and on the C selected vertices, the scipy
 Levenberg-Marquardt online fit over every detected vertex) against the jitted regressors
-(CPR(C), CPR-H, CPRFA at the evaluation batch size), on the same observations: the true DAFIs
-of synth-aflw decoded by the KD-tree, and the landmark network's points. Prints one JSON object.
+(CPR(C), CPR-H, CPRFA at the evaluation batch size), and the online fit again as one jitted,
+vmapped JAX function (`baselines.online_lm_jax`), on the same observations: the true DAFIs of
+synth-aflw decoded as the config decodes (`cpr.decode`), and the landmark network's points.
+Prints one JSON object.
 
     python benchmarks/study_cost.py --workdir runs/quickstart [--config configs/quickstart.py] \
         [--data_dir data]
@@ -22,7 +24,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from _timing import median_time  # noqa: E402
 from cprfa_jax import cli  # noqa: E402
 from cprfa_jax import dafi as dafi_lib  # noqa: E402
-from cprfa_jax.baselines import fitting  # noqa: E402
+from cprfa_jax.baselines import fitting, online_lm_jax  # noqa: E402
 from cprfa_jax.data import datasets  # noqa: E402
 from cprfa_jax.stages import compiled, eval_stages, fit_eval, fit_report, observe  # noqa: E402
 from cprfa_jax.stages.common import params_of, selection_file  # noqa: E402
@@ -49,7 +51,7 @@ def main():
   tree = dafi_lib.build_pncc_tree(model3d.pncc_Vx3)
   obs = observe.observations(np.stack([e["dafi"] for e in exs]).astype(np.float32),
                              np.stack([e["mask"] for e in exs]).astype(bool), lm_px, tree,
-                             config.cpr.match_dist, (s, s))
+                             config.cpr.match_dist, (s, s), decode=config.cpr.decode)
   with np.load(selection_file(args.workdir)) as f:
     sel = {"selected": f["selected"], "layout": f["layout"]}
   c = sel["selected"]
@@ -70,6 +72,17 @@ def main():
       for i in range(n)])
   t["Online LM"] = per_fit(lambda: [fitting.online_fit(model3d, obs["y_all"][i],
                                                        obs["det_all"][i]) for i in range(n)])
+  # The same fit, batched and jitted (baselines.online_lm_jax): how far its landmarks are from
+  # the host fit's, and what it costs (the whole batch at once; host-side start included).
+  host = [fitting.online_fit(model3d, obs["y_all"][i], obs["det_all"][i]) for i in range(n)]
+  dev = online_lm_jax.online_fit_batch(model3d, obs["y_all"], obs["det_all"])
+  diffs = [np.abs(fitting.landmarks_of(model3d, hp, ha) - fitting.landmarks_of(model3d, dp, da))
+           .max() for (hp, ha), dp, da in zip(host, *dev) if hp is not None and dp is not None]
+  out["online_lm_jax_max_landmark_difference"] = float(max(diffs)) if diffs else None
+  out["online_lm_fits_host_vs_jax"] = [sum(h[0] is not None for h in host),
+                                       sum(p is not None for p in dev[0])]
+  t["Online LM (JAX, batched)"] = per_fit(
+      lambda: online_lm_jax.online_fit_batch(model3d, obs["y_all"], obs["det_all"]))
   trained, _ = fit_report.trained_regressors(config, args.workdir, eval_stages.restore)
   for label, stage in robustness.REGRESSORS:
     if stage in trained:
@@ -81,7 +94,9 @@ def main():
   out["fits_per_s"] = {k: round(1.0 / v, 1) for k, v in t.items()}
   reg = [v for k, v in t.items() if k in dict(robustness.REGRESSORS)]
   out["online_lm_over_slowest_regressor"] = round(t["Online LM"] / max(reg), 1) if reg else None
-  out["online_lm_share_of_a_study_condition"] = round(t["Online LM"] / sum(t.values()), 3)
+  host_total = sum(v for k, v in t.items() if k != "Online LM (JAX, batched)")
+  out["online_lm_share_of_a_study_condition"] = round(t["Online LM"] / host_total, 3)
+  out["online_lm_host_over_jax"] = round(t["Online LM"] / t["Online LM (JAX, batched)"], 1)
   print(json.dumps(out, indent=1))
 
 
