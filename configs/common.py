@@ -79,6 +79,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.num_selected = 512        # C, vertices selected for CPR (§3.2)
   c.eval.accuracy_tau = 0.05       # p2: a detection is accurate below this NME
   c.eval.failure_nme = 0.1         # Table 2 / CED: an image fails above this NME
+  # The online LM baseline: host (scipy, one face at a time) | jax (baselines.online_lm_jax,
+  # eval.batch_size faces per jitted call; the same fit, landmarks within 2e-4 of the host's).
+  c.eval.online_lm = "host"
   # 3DDFA's AFLW2000-3D-Reannotated.pts68.npy: AFLW2000-3D sets are also scored against it.
   c.eval.aflw2000_reannotated = ml_collections.config_dict.placeholder(str)
   return c

@@ -85,7 +85,8 @@ def evaluate_set(config, model3d, name, source, observer, trained, sel, workdir,
   protocol, points, npts = set_protocol(source, name)
   yaw = obs.get("yaw")
   sel_c = sel["selected"]
-  fits = fit_eval.baselines(model3d, obs, sel_c, log=lambda m: log(f"{name}: {m} ..."))
+  fits = fit_eval.baselines(model3d, obs, sel_c, log=lambda m: log(f"{name}: {m} ..."),
+                            online_lm=config.eval.online_lm, batch_size=config.eval.batch_size)
   firsts = {}
   for label, stage, with_lm in REGRESSORS:
     if stage in trained:

@@ -66,7 +66,8 @@ def trained_on(config, workdir) -> dict:
 
 def _fit_all(config, model3d, trained, sel, obs, hw, points, yaw):
   """{method: NME (mean of |yaw| bins, fraction)} on one set of observations."""
-  fits = fit_eval.baselines(model3d, obs, sel["selected"])
+  fits = fit_eval.baselines(model3d, obs, sel["selected"], online_lm=config.eval.online_lm,
+                            batch_size=config.eval.batch_size)
   for label, stage in REGRESSORS:
     if stage in trained:
       a, p, _ = fit_eval.run_regressor(config, model3d, stage, trained[stage], obs,
