@@ -92,40 +92,45 @@ def markdown(results: dict, a: str, b: str) -> str:
   return "\n".join(lines)
 
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "The config the pipeline was trained with.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "The evaluated pipeline (evaluate.py --workdir).")
-_EDGES = flags.DEFINE_list("edges", ["0", "0.05", "0.25", "1"],
-                           "Bin edges of the occluded share of the face.")
-_A = flags.DEFINE_string("a", CPRFA, "The method whose margin is measured.")
-_B = flags.DEFINE_string("b", LM, "The method it is compared with.")
-
-
 def main(argv):
   if len(argv) > 1:
     cli.fail(SCRIPT, f"unexpected arguments {argv[1:]}")
-  config, work = _CONFIG.value, _WORKDIR.value
-  edges = [float(e) for e in _EDGES.value]
+  fl = flags.FLAGS
+  config, work, a, b = fl.config, fl.workdir, fl.a, fl.b
+  edges = [float(e) for e in fl.edges]
   model3d = cli.load_model(config)
   results = {}
   for name in config.data.eval_sets:
     if name not in datasets.SETS:
-      print(f"{SCRIPT}: skipping {name}: only the synthetic sets store landmark visibility here")
+      print(f"{SCRIPT}: skipping {name}: only the synthetic sets' faces can be rendered again")
       continue
     per = read_per_image(os.path.join(work, f"per_image_{name}.csv"))
-    for m in (_A.value, _B.value):
+    for m in (a, b):
       if f"nme[{m}]" not in per:
         cli.fail(SCRIPT, f"per_image_{name}.csv has no method {m!r}; its columns: {list(per)}")
     src = datasets.load_set(name, model3d, config.data.data_dir, config.data.image_size)
     hidden = occluded_share(model3d, [src[int(i)] for i in per["index"]])
-    results[name] = margin_by_bin(per[f"nme[{_A.value}]"], per[f"nme[{_B.value}]"], hidden, edges)
-  text = markdown(results, _A.value, _B.value)
+    results[name] = margin_by_bin(per[f"nme[{a}]"], per[f"nme[{b}]"], hidden, edges)
+  text = markdown(results, a, b)
   print(text)
   with open(os.path.join(work, "occlusion_margin.md"), "w") as f:
     f.write(text)
   with open(os.path.join(work, "occlusion_margin.json"), "w") as f:
-    json.dump(dict(a=_A.value, b=_B.value, edges=edges, sets=results), f, indent=1)
+    json.dump(dict(a=a, b=b, edges=edges, sets=results), f, indent=1)
+
+
+def _define_flags():
+  # Defined only when run as a script: importing the module (tests, notebooks) must not claim
+  # --config, which other scripts' modules define too.
+  config_flags.DEFINE_config_file("config", None, "The config the pipeline was trained with.")
+  flags.DEFINE_string("workdir", None, "The evaluated pipeline (evaluate.py --workdir).")
+  flags.DEFINE_list("edges", ["0", "0.05", "0.25", "1"],
+                    "Bin edges of the occluded share of the face.")
+  flags.DEFINE_string("a", CPRFA, "The method whose margin is measured.")
+  flags.DEFINE_string("b", LM, "The method it is compared with.")
+  flags.mark_flags_as_required(["config", "workdir"])
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config", "workdir"])
+  _define_flags()
   app.run(main, flags_parser=cli.flags_parser(SCRIPT, __doc__))
