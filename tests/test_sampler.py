@@ -148,3 +148,23 @@ def test_sampler_works_with_the_surrey_face_model():
     verts = shape(m, ex["alpha_id"], ex["alpha_exp"])
     lm = projection.to_pixels(projection.project(verts[m.landmarks_68], ex["pose"]), (SIZE, SIZE))
     np.testing.assert_allclose(lm, ex["landmarks"], atol=1e-3)
+
+
+def test_train_stream_close_waits_for_a_slow_batch(monkeypatch):
+  # A batch slower than the 5 s close() once waited: the thread must be gone when close()
+  # returns, or the interpreter's exit kills it inside XLA and the process aborts.
+  import threading  # pylint: disable=import-outside-toplevel
+  import time  # pylint: disable=import-outside-toplevel
+  started = threading.Event()
+  real = sampler.generate
+
+  def slow(*args, **kwargs):
+    started.set()
+    time.sleep(6.0)
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(sampler, "generate", slow)
+  s = datasets.TrainStream(model(), batch_size=2, image_size=SIZE)
+  assert started.wait(10)
+  s.close()
+  assert not s._thread.is_alive()  # pylint: disable=protected-access

@@ -177,7 +177,10 @@ class TrainStream:
 
   def close(self):
     self._stop.set()
-    self._thread.join(timeout=5)
+    # No timeout: the worker stops after the batch it is rendering, which can take longer than
+    # any fixed wait on a loaded CPU; a daemon thread still inside XLA when the interpreter
+    # exits aborts the process ("terminate called ... exception not rethrown").
+    self._thread.join()
 
 
 def main(argv=None):
