@@ -8,7 +8,9 @@ multi-process run (`train.sharding.maybe_initialize_distributed`); XLA_FLAGS set
 devices it has. It writes F (JSON): its process index and count, its devices, the dataset
 indices it read (from the tfds set, whatever loader reads it) and, per training batch, a hash
 of each example it received. With --init_out it also writes the stage's initial parameters
-(the loop's own initialisation, a run of 0 steps) to that .npz file.
+(the loop's own initialisation, a run of 0 steps) to that .npz file. With --optimizer sgd the
+stage trains with clipped SGD on its own schedule instead of clipped Adam (see test_multihost's
+compare_params for why the comparison needs it).
 """
 
 import argparse
@@ -26,6 +28,7 @@ sharding.maybe_initialize_distributed(False)   # multi-process when the environm
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
+import optax  # noqa: E402
 
 from configs import tiny  # noqa: E402
 from cprfa_jax import mm, pipeline  # noqa: E402
@@ -106,6 +109,7 @@ def main():
   ap.add_argument("--batch_size", type=int, default=8)
   ap.add_argument("--out", required=True)
   ap.add_argument("--init_out", default=None)
+  ap.add_argument("--optimizer", default="adam", choices=("adam", "sgd"))
   args = ap.parse_args()
 
   config = tiny.get_config()
@@ -140,6 +144,10 @@ def main():
       training.clear()
 
   tfds_io.read_dataset, loop.train = read_dataset, train
+  if args.optimizer == "sgd":
+    loop.make_optimizer = lambda optim_cfg, num_steps: optax.chain(
+        optax.clip_by_global_norm(optim_cfg.grad_clip),
+        optax.sgd(loop.make_schedule(optim_cfg, num_steps)))
   model3d = mm.load_model(config.model)
   pipeline.run_stage(config, args.root, args.stage, model3d, log=lambda s: print(s, flush=True))
   record = dict(process=jax.process_index(), count=jax.process_count(),
