@@ -29,3 +29,43 @@ def smoke_workdir(request):
   iterate on such tests without retraining), else the session's `smoke`."""
   given = os.environ.get("CPRFA_SMOKE_WORKDIR")
   return pathlib.Path(given) if given else request.getfixturevalue("smoke")[0]
+
+
+# pytest-xdist (`-n 2 --dist loadfile` in pyproject.toml) runs each file on one worker, so a
+# file's module fixtures are built once; these files read the session's trained smoke pipeline
+# and run on one worker together, so the session trains it once. Heaviest first: a worker that
+# starts the smoke pipeline last would run it alone at the end.
+SMOKE_FILES = ("tests/test_pipeline.py", "tests/test_predict.py", "tests/test_robustness.py")
+HEAVY_FILES = SMOKE_FILES + ("tests/test_real_pipeline.py", "tests/test_multihost.py")
+
+
+def _file(nodeid):
+  return nodeid.split("::", 1)[0]
+
+
+def pytest_itemcollected(item):
+  uses_smoke = {"smoke", "smoke_workdir"} & set(getattr(item, "fixturenames", ()))
+  if uses_smoke and _file(item.nodeid) not in SMOKE_FILES:
+    raise pytest.UsageError(f"{item.nodeid} reads the smoke pipeline: add its file to "
+                            "SMOKE_FILES in tests/conftest.py (else each worker trains it)")
+
+
+def pytest_collection_modifyitems(config, items):
+  del config
+  rank = lambda item: (HEAVY_FILES.index(_file(item.nodeid))
+                       if _file(item.nodeid) in HEAVY_FILES else len(HEAVY_FILES))
+  items.sort(key=rank)   # stable: the order within a file, and of the other files, is kept
+
+
+def pytest_xdist_make_scheduler(config, log):
+  """--dist loadfile with the SMOKE_FILES as one scope. (xdist's loadgroup marks would do it,
+  but pytest-xdist 3.8 cannot tag node ids under pytest 9.2, whose Node.nodeid is read-only.)"""
+  if config.getvalue("dist") != "loadfile":
+    return None
+  from xdist.scheduler import LoadFileScheduling  # pylint: disable=import-outside-toplevel
+
+  class SmokeFileScheduling(LoadFileScheduling):
+    def _split_scope(self, nodeid):
+      return "smoke" if _file(nodeid) in SMOKE_FILES else _file(nodeid)
+
+  return SmokeFileScheduling(config, log)
