@@ -77,8 +77,10 @@ def _launch(tmp, name, argv_env, timeout=TIMEOUT_S):
 
 
 def _worker_args(stage, root, data_dir, **extra):
+  # SGD, not the stage's Adam: see compare_params.
   argv = ["--stage", stage, "--root", str(root), "--data_dir", str(data_dir),
-          "--dataset", DATASET, "--steps", str(STEPS), "--batch_size", str(BATCH)]
+          "--dataset", DATASET, "--steps", str(STEPS), "--batch_size", str(BATCH),
+          "--optimizer", "sgd"]
   for k, v in extra.items():
     argv += [f"--{k}", str(v)]
   return argv
@@ -90,9 +92,8 @@ def run_one_and_two_processes(tmp, name, stage, root_one, root_two, data_dir, in
   init_out, and two processes on localhost with 4 devices each and one coordinator in
   root_two. Returns (the single record, [the pair's two records])."""
   port = portpicker.pick_unused_port()
-  runs = [(_worker_args(stage, root_one, data_dir, init_out=init_out, optimizer="sgd"),
-           _env(DEVICES))]
-  runs += [(_worker_args(stage, root_two, data_dir, optimizer="sgd"),
+  runs = [(_worker_args(stage, root_one, data_dir, init_out=init_out), _env(DEVICES))]
+  runs += [(_worker_args(stage, root_two, data_dir),
             _env(DEVICES // 2, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
                  JAX_COORDINATOR_BIND_ADDRESS=f"127.0.0.1:{port}",
                  JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i)))
