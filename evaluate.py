@@ -15,23 +15,22 @@ A stage whose checkpoint is short of its configured steps is refused unless --al
 is given; its rows are then marked unfinished.
 """
 
-import functools
 import json
 import os
 import time
 
-import cv2
 import jax
 import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from cprfa_jax import cli, metrics, mm, pipeline
+from cprfa_jax import cli, metrics, mm, observe, workdirs
 from cprfa_jax.data import aflw, datasets, tfds_io
-from cprfa_jax.report import provenance, published
-from cprfa_jax.stages import (compiled, dafi, dafi_eval, eval_stages, fit, fit_eval, fit_report,
-                              observe)
-from cprfa_jax.train import checkpoint
+from cprfa_jax.evaluate import methods, stage_status, table1, table2
+from cprfa_jax.nets import build
+from cprfa_jax.report import draw, provenance, published
+from cprfa_jax.train import checkpoint, pipeline, selection
+from cprfa_jax.train.stages import regressors
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file the workdir was trained with (configs/*.py).", lock_config=True)
@@ -80,7 +79,7 @@ def table_md(title, rows, mark="", marks=None) -> str:
   lines = [f"### {title}", "",
            "| Method (num. of vert.) | [0°, 30°] | (30°, 60°] | (60°, 90°] | Mean | Std | Failure |",
            "|---|---|---|---|---|---|---|"]
-  pair = lambda n, a: f"{fit_eval.fmt(n)}/{fit_eval.fmt(a, '.1f')}"
+  pair = lambda n, a: f"{methods.fmt(n)}/{methods.fmt(a, '.1f')}"
   for label, r in rows:
     cells = [pair(n, a) for n, a in zip(r["nme_bins"], r["adr_bins"])]
     lines.append(f"| {label} ({r['num_vertices']}){(marks or {}).get(label, mark)} | " +
@@ -98,24 +97,24 @@ def evaluate_dafi(config, root, model3d, params, statuses, compare_untrained, lo
   runs = [("trained", params)]
   if compare_untrained:
     first = eval_source(config, model3d, config.data.eval_sets[0], log)[0]
-    init = dafi.network(config).init(jax.random.PRNGKey(config.seed),
-                                     dafi.preprocess(first["image"][None]))["params"]
+    init = build.unet_network(config).init(jax.random.PRNGKey(config.seed),
+                                     build.preprocess(first["image"][None]))["params"]
     runs.append(("untrained", init))
   t0 = time.time()
-  sel = pipeline.ensure_selection(config, root, model3d, log)
+  sel = selection.ensure_selection(config, root, model3d, log)
   step = statuses["dafi"]["step"]
   report = {"step": step, "model": model3d.name,
             "num_vertices": model3d.num_vertices, "selection": {
                 "C": int(config.eval.num_selected), "reference_images": config.data.num_reference,
                 "mean_p1_selected": float(sel["p1"][sel["selected"]].mean()),
                 "mean_p2_selected": float(sel["p2"][sel["selected"]].mean())}, "sets": {}}
-  mark, fields = eval_stages.mark(("dafi",), statuses)
+  mark, fields = stage_status.mark(("dafi",), statuses)
   md = [f"## Table 1: DAFI vertex detection (U-Net step {step}, model {model3d.name}, "
         f"V = {model3d.num_vertices})\n"]
   subsets = {"DAFI": np.asarray(model3d.landmarks_68), "DAFI all": np.arange(model3d.num_vertices),
              "DAFI CPR": sel["selected"]}
-  lm_net = None if lm_params is None else (compiled.landmarks(config), lm_params)
-  lm_mark, lm_fields = eval_stages.mark(("landmarks",), statuses)
+  lm_net = None if lm_params is None else (build.landmarks(config), lm_params)
+  lm_mark, lm_fields = stage_status.mark(("landmarks",), statuses)
   for set_name in config.data.eval_sets:
     src = eval_source(config, model3d, set_name, log)
     if is_benchmark(src):
@@ -128,14 +127,14 @@ def evaluate_dafi(config, root, model3d, params, statuses, compare_untrained, lo
     report["sets"][set_name] = {"num_images": num}
     for label, p in runs:
       log(f"{set_name}: decoding {num} images with the {label} U-Net ...")
-      dec = dafi_eval.decode_set(config, p, model3d, src, num,
+      dec = observe.decode_set(config, p, model3d, src, num,
                                  lm_net if label == "trained" else None)
-      rows = [(name, dafi_eval.subset_table(dec, idx)) for name, idx in subsets.items()]
+      rows = [(name, table1.subset_table(dec, idx)) for name, idx in subsets.items()]
       if label == "trained":
         for _, r in rows:
           r.update(fields)
         if "lm_pred" in dec:
-          rows.insert(0, ("Landmark network", {**dafi_eval.landmark_table(dec), **lm_fields}))
+          rows.insert(0, ("Landmark network", {**table1.landmark_table(dec), **lm_fields}))
       report["sets"][set_name][label] = dict(rows)
       md.append(table_md(f"{set_name}, {label} network ({num} images)", rows,
                          mark if label == "trained" else "",
@@ -149,7 +148,7 @@ def evaluate_dafi(config, root, model3d, params, statuses, compare_untrained, lo
                   f"({f['source']}).\n")
       if label == "trained":
         png = os.path.join(root, f"dafi_examples_{set_name.replace(':', '_')}.png")
-        cv2.imwrite(png, cv2.cvtColor(dafi_eval.picture(dec["pictures"]), cv2.COLOR_RGB2BGR))
+        draw.save_png(png, table1.picture(dec["pictures"]))
   report["seconds"] = round(time.time() - t0, 1)
   return report, md
 
@@ -160,9 +159,9 @@ def evaluate_fit(config, root, model3d, trained, statuses, log):
   if not trained:
     return None, []
   t0 = time.time()
-  sel = pipeline.ensure_selection(config, root, model3d, log)
+  sel = selection.ensure_selection(config, root, model3d, log)
   observer = observe.Observer(config, root, model3d, with_landmarks=True)
-  kappa = fit.kappa_sample_line(config, model3d)
+  kappa = regressors.kappa_sample_line(config, model3d)
   report = {"stages": sorted(trained), "kappa_sample": kappa, "sets": {}}
   md = ["## Table 2: 3D face alignment (landmark NME)\n", f"Regressors: {kappa}.\n"]
   re_path = config.eval.get("aflw2000_reannotated", None)
@@ -173,7 +172,7 @@ def evaluate_fit(config, root, model3d, trained, statuses, log):
     if re_path and (getattr(src, "metadata", None) or {}).get("source") == "aflw2000":
       log(f"{set_name}: mapping 3DDFA's re-annotated landmarks {re_path} onto its images ...")
       re68 = aflw.reannotated_points(src, re_path, num)
-    r, m = fit_report.evaluate_set(config, model3d, set_name, src, observer, trained, sel, root,
+    r, m = table2.evaluate_set(config, model3d, set_name, src, observer, trained, sel, root,
                                    log=log, statuses=statuses, reannotated=re68)
     report["sets"][set_name] = r
     md.append(m)
@@ -184,21 +183,20 @@ def evaluate_fit(config, root, model3d, trained, statuses, log):
 def checkpoints(config, root, config_file):
   """Restores what will be scored: (U-Net params, {regressor stage: params}, {stage: status})
   for dafi, and landmarks and the regressors when a regressor is trained."""
-  restore = functools.partial(eval_stages.restore, config_file=config_file)
-  unet, unet_step = restore(config, root, "dafi")
+  unet, unet_step = workdirs.restore(config, root, "dafi", config_file)
   steps = {"dafi": unet_step}
-  trained, reg_steps = fit_report.trained_regressors(config, root, restore)
+  trained, reg_steps = table2.trained_regressors(config, root, config_file)
   lm_params = None
   # The observer runs the landmark network, PnP-68 scores it, and Table 1 has its row.
-  if trained or os.path.isdir(os.path.join(root, "landmarks", "checkpoints")):
-    lm_params, steps["landmarks"] = restore(config, root, "landmarks")
+  if trained or workdirs.is_trained(root, "landmarks"):
+    lm_params, steps["landmarks"] = workdirs.restore(config, root, "landmarks", config_file)
   steps.update(reg_steps)
-  statuses = {s: eval_stages.status(config, s, steps[s], root) for s in pipeline.ORDER if s in steps}
+  statuses = {s: stage_status.status(config, s, steps[s], root) for s in pipeline.ORDER if s in steps}
   return unet, trained, statuses, lm_params
 
 
 def evaluated_md(meta) -> list[str]:
-  return ["## What was evaluated\n", eval_stages.table_md(meta["stages"]),
+  return ["## What was evaluated\n", stage_status.table_md(meta["stages"]),
           f"Code: {provenance.describe(meta['code'])} ({REPO}).  ",
           f"Command: `{meta['command']}`  ",
           "Config: below, and in report.json.\n"]
@@ -216,7 +214,7 @@ def main(argv):
     model3d = cli.load_model(config)
     log(f"reading the checkpoints in {root} ...")
     unet, trained, statuses, lm_params = checkpoints(config, root, config_file)
-    eval_stages.check_finished(statuses, _ALLOW.value)
+    stage_status.check_finished(statuses, _ALLOW.value)
     meta = {"stages": statuses, "code": provenance.git_state(REPO),
             "command": provenance.command_line(), "config_file": config_file,
             "allow_unfinished": _ALLOW.value, "config": provenance.jsonable(config.to_dict())}

@@ -15,9 +15,9 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from cprfa_jax import cli, mm, pipeline
+from cprfa_jax import cli, mm
 from cprfa_jax.data.tfds_io import DatasetNotBuiltError
-from cprfa_jax.train import sharding
+from cprfa_jax.train import pipeline, sharding
 from cprfa_jax.train.checkpoint import ConfigMismatchError
 from cprfa_jax.train.loop import NonFiniteLossError
 

@@ -58,7 +58,8 @@ class RecordStream:
     order = np.random.default_rng([self.seed, epoch]).permutation(n)
     exs = [self.source[int(j)] for j in order[i * self.b:(i + 1) * self.b]]
     if self.aug:
-      exs = augment.augment_batch(exs, np.random.default_rng([self.seed, self.k, 0]))
+      rng = np.random.default_rng([self.seed, self.k, 0])   # each example its own draw
+      exs = [augment.augment_example(e, *augment.similarity_params(rng)) for e in exs]
     self.k += 1
     return {key: np.stack([e[key] for e in exs]) for key in KEYS}
 

@@ -1,11 +1,11 @@
 """DAFI decoding (§2.1): the device decoders against the host KD-tree, in one run: the choice
 issue 11's one-jit image-to-face function has to make.
 
-* kdtree: `dafi.decode_dafi_kdtree` on the host (scipy cKDTree over the V PNCC codes, queried
+* kdtree: `pixel.decode_dafi_kdtree` on the host (scipy cKDTree over the V PNCC codes, queried
   only at mask pixels), what evaluation and the regressor stages use today;
-* device: `dafi.decode_dafi` jitted (brute-force nearest code for every pixel, chunked matmuls,
+* device: `pixel.decode_dafi` jitted (brute-force nearest code for every pixel, chunked matmuls,
   then a segment mean), which can sit inside one jitted function with no host round trip;
-* grid: `dafi.decode_all_grid` (jitted; a `build_pncc_grid` uniform grid over the PNCC cube,
+* grid: `pixel.decode_all_grid` (jitted; a `build_pncc_grid` uniform grid over the PNCC cube,
   the nearest code among the 27 cells around each mask pixel), also one-jit material.
 
 Input: the true DAFI and mask of rendered faces at each size (a face's worth of mask pixels);
@@ -31,12 +31,13 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from _timing import median_time  # noqa: E402
-from cprfa_jax import dafi, mm  # noqa: E402
+from cprfa_jax import mm  # noqa: E402
 from cprfa_jax.data import sampler  # noqa: E402
 from cprfa_jax.data.datasets import set_config  # noqa: E402
+from cprfa_jax.decode import pixel
 
 
-def pixel_matches(idx_P, dist_P, max_dist=dafi.MATCH_DIST):
+def pixel_matches(idx_P, dist_P, max_dist=pixel.MATCH_DIST):
   """Per-pixel outcome: the matched vertex, or -1."""
   return np.where(np.asarray(dist_P) < max_dist, np.asarray(idx_P), -1)
 
@@ -54,9 +55,9 @@ def one(model3d, size, repeats, batch, brute_force):
   codes = image_dafi[mask]
   pncc = np.asarray(model3d.pncc_Vx3, np.float32)
   subset = np.arange(model3d.num_vertices)
-  tree = dafi.build_pncc_tree(pncc)
+  tree = pixel.build_pncc_tree(pncc)
   t0 = time.perf_counter()
-  grid = jax.block_until_ready(dafi.build_pncc_grid(pncc))
+  grid = jax.block_until_ready(pixel.build_pncc_grid(pncc))
   t_build = time.perf_counter() - t0
   r = {"image_size": size, "V": model3d.num_vertices, "mask_pixels": int(mask.sum()),
        "grid_cells_per_axis": grid.cells_per_axis, "grid_capacity": grid.capacity,
@@ -64,32 +65,32 @@ def one(model3d, size, repeats, batch, brute_force):
        "grid_bytes": int(grid.cell_start.nbytes + grid.sorted_vertex.nbytes),
        "grid_build_s": round(t_build, 4)}
 
-  pos_k, det_k = dafi.decode_dafi_kdtree(image_dafi, mask, tree, subset)
-  dist_k, idx_k = tree.query(codes.astype(np.float64), distance_upper_bound=dafi.MATCH_DIST)
+  pos_k, det_k = pixel.decode_dafi_kdtree(image_dafi, mask, tree, subset)
+  dist_k, idx_k = tree.query(codes.astype(np.float64), distance_upper_bound=pixel.MATCH_DIST)
   match_k = pixel_matches(idx_k, dist_k)
   r["kdtree_s"] = round(median_time(
-      lambda: dafi.decode_dafi_kdtree(image_dafi, mask, tree, subset), repeats), 4)
+      lambda: pixel.decode_dafi_kdtree(image_dafi, mask, tree, subset), repeats), 4)
 
-  grid_fn = jax.jit(dafi.decode_all_grid)
+  grid_fn = jax.jit(pixel.decode_all_grid)
   pos_g, det_g = jax.block_until_ready(grid_fn(image_dafi, mask, grid))
   r["grid_s"] = round(median_time(
       lambda: jax.block_until_ready(grid_fn(image_dafi, mask, grid)), repeats), 4)
   r["grid_over_kdtree"] = round(r["grid_s"] / max(r["kdtree_s"], 1e-9), 2)
-  batched = jax.jit(jax.vmap(dafi.decode_all_grid, in_axes=(0, 0, None)))
+  batched = jax.jit(jax.vmap(pixel.decode_all_grid, in_axes=(0, 0, None)))
   images, masks = np.stack([image_dafi] * batch), np.stack([mask] * batch)
   r[f"grid_batch{batch}_s_per_image"] = round(median_time(
       lambda: jax.block_until_ready(batched(images, masks, grid)), repeats) / batch, 4)
-  match_g = pixel_matches(*dafi.nearest_vertex_grid(codes, grid))
+  match_g = pixel_matches(*pixel.nearest_vertex_grid(codes, grid))
   r["grid_pixels_differ"] = round(float(np.mean(match_g != match_k)), 6)
   r["grid_detected_differ"], r["grid_max_position_diff_px"] = compare(pos_g, det_g, pos_k, det_k)
 
   if brute_force:
-    device = jax.jit(dafi.decode_dafi)
+    device = jax.jit(pixel.decode_dafi)
     pos_d, det_d = jax.block_until_ready(device(image_dafi, mask, pncc, subset))
     r["device_s"] = round(median_time(
         lambda: jax.block_until_ready(device(image_dafi, mask, pncc, subset)), repeats), 4)
     r["device_over_kdtree"] = round(r["device_s"] / max(r["kdtree_s"], 1e-9), 2)
-    match_d = pixel_matches(*dafi.nearest_vertex(codes, pncc))
+    match_d = pixel_matches(*pixel.nearest_vertex(codes, pncc))
     r["device_pixels_differ"] = round(float(np.mean(match_d != match_k)), 6)
     r["device_detected_differ"], r["device_max_position_diff_px"] = compare(
         pos_d, det_d, pos_k, det_k)

@@ -33,14 +33,14 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from _timing import median_time  # noqa: E402
-from cprfa_jax import cli, cpr, mm  # noqa: E402
-from cprfa_jax import dafi as dafi_lib  # noqa: E402
+from cprfa_jax import cli, cpr, decode, mm, observe  # noqa: E402
 from cprfa_jax.data import sampler  # noqa: E402
 from cprfa_jax.data.datasets import set_config  # noqa: E402
+from cprfa_jax.decode import pixel  # noqa: E402
 from cprfa_jax.geometry import projection  # noqa: E402
+from cprfa_jax.nets import build
+from cprfa_jax.nets.build import preprocess  # noqa: E402
 from cprfa_jax.predict.predictor import Predictor  # noqa: E402
-from cprfa_jax.stages import compiled, fit, observe  # noqa: E402
-from cprfa_jax.stages.dafi import preprocess  # noqa: E402
 
 PAPER_S_PER_IMAGE = 0.9
 STAGE = "capu"
@@ -49,20 +49,20 @@ STAGE = "capu"
 def random_predictor(config, model3d, images) -> Predictor:
   """A predictor with random networks and a random vertex selection (same shapes as trained)."""
   x = images[:1]
-  unet = compiled.unet_network(config).init(jax.random.PRNGKey(0), preprocess(x))
-  lmnet = compiled.landmarks_network(config).init(jax.random.PRNGKey(1), preprocess(x))
+  unet = build.unet_network(config).init(jax.random.PRNGKey(0), preprocess(x))
+  lmnet = build.landmarks_network(config).init(jax.random.PRNGKey(1), preprocess(x))
   rng = np.random.default_rng(0)
   c = config.eval.num_selected
   left, right = cpr.select_vertices(rng.random(model3d.num_vertices), np.ones(model3d.num_vertices),
                                     np.asarray(model3d.mean_Vx3)[:, 0], c)
   sel, layout = cpr.selected_vertices(left, right), cpr.cpr_layout(c)
   v = model3d.num_vertices
-  obs = fit.to_observations({"y_all": np.zeros((1, v, 2), np.float32),
+  obs = observe.to_observations({"y_all": np.zeros((1, v, 2), np.float32),
                              "det_all": np.ones((1, v), bool),
                              "y_lm": np.zeros((1, 68, 2), np.float32),
                              "det_lm": np.ones((1, 68), bool)}, sel)
   key = jax.random.PRNGKey(2)
-  reg = fit.regressor(config, model3d, STAGE).init(key, model3d, jnp.asarray(sel),
+  reg = build.regressor_network(config, model3d, STAGE).init(key, model3d, jnp.asarray(sel),
                                                    jnp.asarray(layout), obs, key)["params"]
   params = {"dafi": unet["params"], "landmarks": lmnet["params"], "regressor": reg}
   return Predictor(config, model3d, params, {"selected": sel, "layout": layout}, STAGE)
@@ -72,19 +72,19 @@ def eval_path(pred, images):
   """evaluate.py's route for one batch: U-Net, host KD-tree decoding, landmark network,
   regressor (`fit_eval.run_regressor`'s compiled function)."""
   config, model3d, w = pred.config, pred.model3d, pred.weights
-  unet, lmnet = compiled.unet(config), compiled.landmarks(config)
-  reg = compiled.regressor(config, model3d, STAGE)
-  tree = dafi_lib.build_pncc_tree(model3d.pncc_Vx3)
+  unet, lmnet = build.unet(config), build.landmarks(config)
+  reg = build.regressor(config, model3d, STAGE)
+  tree = pixel.build_pncc_tree(model3d.pncc_Vx3)
   hw = images.shape[1:3]
   sel = np.asarray(w.selected_C)
-  keys = compiled.inference_keys(config.seed, len(images))
+  keys = build.inference_keys(config.seed, len(images))
 
   def run():
     d, m = unet(w.unet, images)
     lm = np.asarray(lmnet(w.landmarks, images)[0])
     obs = observe.observations(np.asarray(d), np.asarray(m) > 0.5, lm, tree,
                                config.cpr.match_dist, hw)
-    out = reg(w.regressor, model3d, w.selected_C, w.layout_3xN, fit.to_observations(obs, sel), keys)
+    out = reg(w.regressor, model3d, w.selected_C, w.layout_3xN, observe.to_observations(obs, sel), keys)
     return jax.block_until_ready(out["pose"])
 
   return run
@@ -106,28 +106,28 @@ def _mib(fn, *args):
 def per_stage(pred, images, true_dafi, true_mask, repeats):
   """Seconds and MiB of each stage at the batch of `images`."""
   config, model3d, w = pred.config, pred.model3d, pred.weights
-  unet = lambda p, x: compiled.unet_apply(compiled.unet_network(config), p, x)
-  lmnet = lambda p, x: compiled.landmarks_apply(compiled.landmarks_network(config), p, x)[0]
-  grid = jax.vmap(dafi_lib.decode_all_grid, in_axes=(0, 0, None))
-  tree = dafi_lib.build_pncc_tree(model3d.pncc_Vx3)
+  unet = lambda p, x: build.unet_apply(build.unet_network(config), p, x)
+  lmnet = lambda p, x: build.landmarks_apply(build.landmarks_network(config), p, x)[0]
+  grid = jax.vmap(pixel.decode_all_grid, in_axes=(0, 0, None))
+  tree = pixel.build_pncc_tree(model3d.pncc_Vx3)
   hw = images.shape[1:3]
   px, det = grid(jnp.asarray(true_dafi), jnp.asarray(true_mask), w.grid)
   y_all = projection.from_pixels(px, hw)
-  obs = fit.to_observations({"y_all": y_all, "det_all": det,
+  obs = observe.to_observations({"y_all": y_all, "det_all": det,
                              "y_lm": jnp.zeros((len(images), 68, 2)),
                              "det_lm": jnp.ones((len(images), 68), bool)}, w.selected_C)
-  keys = compiled.inference_keys(config.seed, len(images))
-  round1_net = fit.regressor(config, model3d, "cpr_h")
+  keys = build.inference_keys(config.seed, len(images))
+  round1_net = build.regressor_network(config, model3d, "cpr_h")
   r1_params = {"stages_round1": w.regressor["stages_round1"]}
   round1 = lambda p, o: round1_net.apply({"params": p}, model3d, w.selected_C, w.layout_3xN, o)
-  full = lambda p, o: compiled.regressor_apply(config, model3d, STAGE, p, w.selected_C,
+  full = lambda p, o: build.regressor_apply(config, model3d, STAGE, p, w.selected_C,
                                                w.layout_3xN, o, keys)
   jit = {k: jax.jit(f) for k, f in (("unet", unet), ("landmarks", lmnet), ("decode", grid),
                                      ("round1", round1), ("full", full))}
   block = jax.block_until_ready
   t = {"unet": median_time(lambda: block(jit["unet"](w.unet, images)), repeats),
        "decode_device": median_time(lambda: block(jit["decode"](true_dafi, true_mask, w.grid)), repeats),
-       "decode_kdtree": median_time(lambda: observe.decode_all(true_dafi, true_mask, tree,
+       "decode_kdtree": median_time(lambda: decode.decode_host("pixel", true_dafi, true_mask, tree,
                                                                config.cpr.match_dist), repeats),
        "landmarks": median_time(lambda: block(jit["landmarks"](w.landmarks, images)), repeats),
        "round1": median_time(lambda: block(jit["round1"](r1_params, obs)), repeats)}

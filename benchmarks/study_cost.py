@@ -22,12 +22,12 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from _timing import median_time  # noqa: E402
-from cprfa_jax import cli  # noqa: E402
-from cprfa_jax import dafi as dafi_lib  # noqa: E402
+from cprfa_jax import cli, observe, workdirs  # noqa: E402
 from cprfa_jax.baselines import fitting, online_lm_jax  # noqa: E402
 from cprfa_jax.data import datasets  # noqa: E402
-from cprfa_jax.stages import compiled, eval_stages, fit_eval, fit_report, observe  # noqa: E402
-from cprfa_jax.stages.common import params_of, selection_file  # noqa: E402
+from cprfa_jax.decode import pixel  # noqa: E402
+from cprfa_jax.evaluate import methods, table2
+from cprfa_jax.nets import build
 from cprfa_jax.studies import robustness  # noqa: E402
 
 
@@ -46,14 +46,13 @@ def main():
   src = datasets.ensure_set(model3d, "synth-aflw", config.data.data_dir, s, args.num)
   exs = [src[i] for i in range(args.num)]
   images = np.stack([e["image"] for e in exs])
-  lm_px = np.asarray(compiled.landmarks(config)(params_of(config, args.workdir, "landmarks"),
+  lm_px = np.asarray(build.landmarks(config)(workdirs.params_of(config, args.workdir, "landmarks"),
                                                 images)[0])
-  tree = dafi_lib.build_pncc_tree(model3d.pncc_Vx3)
+  tree = pixel.build_pncc_tree(model3d.pncc_Vx3)
   obs = observe.observations(np.stack([e["dafi"] for e in exs]).astype(np.float32),
                              np.stack([e["mask"] for e in exs]).astype(bool), lm_px, tree,
                              config.cpr.match_dist, (s, s), decode=config.cpr.decode)
-  with np.load(selection_file(args.workdir)) as f:
-    sel = {"selected": f["selected"], "layout": f["layout"]}
+  sel = workdirs.read_selection(args.workdir)
   c = sel["selected"]
   mean = np.asarray(model3d.mean_Vx3)
   lm3d = mean[np.asarray(model3d.landmarks_68)]
@@ -83,10 +82,10 @@ def main():
                                        sum(p is not None for p in dev[0])]
   t["Online LM (JAX, batched)"] = per_fit(
       lambda: online_lm_jax.online_fit_batch(model3d, obs["y_all"], obs["det_all"]))
-  trained, _ = fit_report.trained_regressors(config, args.workdir, eval_stages.restore)
+  trained, _ = table2.trained_regressors(config, args.workdir)
   for label, stage in robustness.REGRESSORS:
     if stage in trained:
-      run = lambda st=stage: fit_eval.run_regressor(config, model3d, st, trained[st], obs, c,
+      run = lambda st=stage: methods.run_regressor(config, model3d, st, trained[st], obs, c,
                                                     sel["layout"], True, config.eval.batch_size)
       t[label] = per_fit(run)
   t = {k: round(v, 5) for k, v in t.items()}

@@ -1,11 +1,11 @@
 """Sub-pixel DAFI decoding (issue 12) against the paper's pixel decoding, in one run: what
 `--config.cpr.decode=subpixel` costs per image and what it buys.
 
-* pixel: `dafi.decode_dafi_kdtree` (host, the paper's §2.1: a vertex at the mean of the pixels
+* pixel: `pixel.decode_dafi_kdtree` (host, the paper's §2.1: a vertex at the mean of the pixels
   whose code is nearest to it);
-* subpixel: `dafi_subpixel.decode_dafi_subpixel` (host: each vertex's code located in the PNCC
+* subpixel: `subpixel.decode_dafi_subpixel` (host: each vertex's code located in the PNCC
   field by a local affine fit), what training and evaluate.py use with the option;
-* subpixel_jax: `dafi_subpixel_jax.decode_all_subpixel` jitted (the predictor's), batch 1.
+* subpixel_jax: `subpixel_device.decode_all_subpixel` jitted (the predictor's), batch 1.
 
 Input: one rendered face's true DAFI and mask per size (synth-aflw), every vertex decoded.
 Median of --repeats. Accuracy against the vertices' true projections: the fraction detected
@@ -26,9 +26,10 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from _timing import median_time  # noqa: E402
-from cprfa_jax import dafi, dafi_subpixel, dafi_subpixel_jax, geometry, mm  # noqa: E402
+from cprfa_jax import geometry, mm  # noqa: E402
 from cprfa_jax.data import sampler  # noqa: E402
 from cprfa_jax.data.datasets import set_config  # noqa: E402
+from cprfa_jax.decode import pixel, subpixel, subpixel_device
 from cprfa_jax.mm.model import shape  # noqa: E402
 
 
@@ -46,14 +47,14 @@ def one(model3d, size, repeats):
   verts = shape(model3d, ex["alpha_id"], ex["alpha_exp"])
   truth = np.asarray(geometry.to_pixels(geometry.project(verts, ex["pose"]), (size, size)))
   pncc = np.asarray(model3d.pncc_Vx3, np.float32)
-  tree = dafi.build_pncc_tree(pncc)
+  tree = pixel.build_pncc_tree(pncc)
   subset = np.arange(model3d.num_vertices)
   r = {"image_size": size, "V": model3d.num_vertices, "mask_pixels": int(mask.sum())}
   fns = {
-      "pixel": lambda: dafi.decode_dafi_kdtree(image_dafi, mask, tree, subset),
-      "subpixel": lambda: dafi_subpixel.decode_dafi_subpixel(image_dafi, mask, pncc),
+      "pixel": lambda: pixel.decode_dafi_kdtree(image_dafi, mask, tree, subset),
+      "subpixel": lambda: subpixel.decode_dafi_subpixel(image_dafi, mask, pncc),
       "subpixel_jax": lambda: jax.block_until_ready(
-          dafi_subpixel_jax.decode_all_subpixel(image_dafi, mask, pncc)),
+          subpixel_device.decode_all_subpixel(image_dafi, mask, pncc)),
   }
   for name, fn in fns.items():
     out = fn()                                   # compiles the jitted one

@@ -22,25 +22,26 @@ import numpy as np
 from configs import quickstart
 from cprfa_jax import mm
 from cprfa_jax.data import datasets
-from cprfa_jax.models.hs_unet import hs_unet_loss
-from cprfa_jax.stages import dafi
+from cprfa_jax.nets import build
+from cprfa_jax.train.stages.dafi import hs_unet_loss
 from cprfa_jax.train import loop
+from cprfa_jax.train.stages import dafi
 
 
 def bench(size, batch, steps, model3d):
   config = quickstart.get_config()
   config.data.image_size = size
-  net = dafi.network(config)
+  net = build.unet_network(config)
   stream = datasets.TrainStream(model3d, batch, size)
   first = next(stream)
-  params = net.init(jax.random.PRNGKey(0), dafi.preprocess(first["image"][:1]))["params"]
+  params = net.init(jax.random.PRNGKey(0), build.preprocess(first["image"][:1]))["params"]
   tx = loop.make_optimizer(config.optim, 1000)
   state = loop.TrainState(step=np.int32(0), params=params, opt_state=tx.init(params),
                           rng=jax.random.PRNGKey(1))
-  loss_fn = lambda p, b, r: hs_unet_loss(net.apply({"params": p}, dafi.preprocess(b["image"])),
+  loss_fn = lambda p, b, r: hs_unet_loss(net.apply({"params": p}, build.preprocess(b["image"])),
                                          b["dafi"], b["mask"])
   step = jax.jit(loop.make_train_step(loss_fn, tx))
-  fwd = jax.jit(lambda p, x: net.apply({"params": p}, dafi.preprocess(x))[-1][0])
+  fwd = jax.jit(lambda p, x: net.apply({"params": p}, build.preprocess(x))[-1][0])
   batch = {k: first[k] for k in dafi.KEYS}
 
   def timed(fn, n):

@@ -62,11 +62,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.cpr.num_path = 5               # M of Eq. 6
   c.cpr.match_dist = 0.01         # DAFI decoding for the fit (Table 1 keeps eval.match_dist)
   # pixel: §2.1 (a vertex at the mean of its matched pixels) | subpixel: the vertex's code found
-  # in the interpolated PNCC field (`dafi_subpixel`; `dafi_subpixel_jax` in the predictor).
+  # in the interpolated PNCC field (`decode.subpixel`; `decode.subpixel_device` in the predictor).
   c.cpr.decode = "pixel"
   c.cpr.dafi_source = "unet"       # unet: the trained HS-U-Net | corrupted_gt: noisy true DAFIs
   # corrupted_gt's corruption: mild (PNCC noise + up to 3 rectangular holes) | study (one of
-  # studies.corruptions' five kinds at a random level: what the robustness study evaluates) |
+  # data.corrupt' five kinds at a random level: what the robustness study evaluates) |
   # none (the clean truth: the regressor's floor, issue 12).
   c.cpr.corruption = "mild"
   c.cpr.landmark_dropout = 0.1    # fused stages: drop an example's landmarks (runs without them)

@@ -29,7 +29,7 @@ def get_config():
   # detected vertices are worth a CPR row; N = 32 also keeps the CNNs cheap on the CPU.
   c.eval.num_selected = 64
   c.cpr.width, c.cpr.features, c.cpr.hidden = 8, 64, 64
-  # Decoding for the fit: sub-pixel (`dafi_subpixel`, beside the paper's pixel mean): at 64 px
+  # Decoding for the fit: sub-pixel (`decode.subpixel`, beside the paper's pixel mean): at 64 px
   # a face has ~1000 pixels for 6083 vertices, and the paper's decoding finds 16-25% of the
   # selected vertices even on a perfect DAFI; sub-pixel finds 65-69% at a third of the error,
   # and on this U-Net's DAFIs 65% instead of 26% at the same error (issue 12). Its test is on

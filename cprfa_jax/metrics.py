@@ -32,8 +32,12 @@ visible/detected point. The aggregators treat NaN as a failure (`ced_curve`, `au
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+
+from cprfa_jax.geometry import projection
+from cprfa_jax.mm.model import vertices
 
 BIN_LABELS = ("[0, 30]", "(30, 60]", "(60, 90]")
 BIN_EDGES_DEG = (30.0, 60.0)
@@ -138,14 +142,6 @@ def detection_rate(detected_BxC) -> jnp.ndarray:
     raise ValueError(f"detected_BxC must have shape (..., C) with C >= 1; "
                      f"got {tuple(detected_BxC.shape)}.")
   return jnp.mean(detected_BxC.astype(bool).astype(jnp.float32), axis=-1)
-
-
-def average_detection_rate(detected_BxC) -> jnp.ndarray:
-  """ADR (§3.3): detected / vertices considered, averaged over images. (B, C) -> ().
-
-  Table 1 reports ADR per yaw bin: `binned_summary(detection_rate(d), yaw_deg_B)`.
-  """
-  return jnp.mean(detection_rate(detected_BxC))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -375,3 +371,18 @@ def cofw68_nme(pred_Bx68x2, gt_Bx68x2, occluded_Bx68=None, normaliser="box",
   if normaliser == "interocular":
     return nme_by(pred_Bx68x2, gt, interocular_distance(gt), mask)
   raise ValueError(f"normaliser must be 'box' or 'interocular'; got {normaliser!r}.")
+
+
+# -- test-time confidence (no ground truth) -----------------------------------------------------
+
+@jax.jit
+def reprojection_confidence(model3d, alpha_NxA, pose_Nx6, y_all_NxVx2, det_all_NxV):
+  """Mean distance over the detected vertices between the fitted projection and the DAFI,
+  over the fitted landmark box size (NME units). NaN when nothing is detected."""
+  def one(a, p, y, d):
+    proj = projection.project(vertices(model3d, a), p)
+    err = jnp.sum(jnp.where(d, jnp.linalg.norm(proj - y, axis=-1), 0.0)) / jnp.maximum(d.sum(), 1)
+    box = box_size(proj[model3d.landmarks_68])
+    return jnp.where(d.sum() > 0, err / jnp.maximum(box, 1e-6), jnp.nan)
+
+  return jax.vmap(one)(alpha_NxA, pose_Nx6, y_all_NxVx2, det_all_NxV)

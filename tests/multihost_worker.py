@@ -16,7 +16,6 @@ compare_params for why the comparison needs it).
 import argparse
 import hashlib
 import json
-import os
 import pathlib
 import sys
 
@@ -31,10 +30,10 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 from configs import tiny  # noqa: E402
-from cprfa_jax import mm, pipeline  # noqa: E402
+from cprfa_jax import mm  # noqa: E402
 from cprfa_jax.data import tfds_io  # noqa: E402
-from cprfa_jax.stages.common import stage_dir  # noqa: E402
-from cprfa_jax.train import loop  # noqa: E402
+from cprfa_jax.train import loop, pipeline  # noqa: E402
+from cprfa_jax.workdirs import stage_dir  # noqa: E402
 
 # The key that identifies an example in a stage's host batch: the image for the image stages;
 # the regressors' batches hold observations (made by the U-Net, so not bit-exact across batch

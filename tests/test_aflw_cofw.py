@@ -1,6 +1,6 @@
 """The AFLW (21 points) and COFW-68 benchmark readers on format-exact fixtures
 (`benchmark_fixtures`), malformed files refused by name, the protocols' scoring in
-`fit_eval.protocol_scores`, and AFLW2000-3D's re-annotated landmarks mapped onto its tfds set.
+`methods.protocol_scores`, and AFLW2000-3D's re-annotated landmarks mapped onto its tfds set.
 evaluate.py scores both benchmark sets in tests/test_real_pipeline.py."""
 
 
@@ -11,10 +11,10 @@ import scipy.io
 import benchmark_fixtures as bf
 import real_fixtures
 from cprfa_jax.data import aflw, cofw, real, tfds_io
-from cprfa_jax.data.real import ExampleError
+from cprfa_jax.data.crops import ExampleError
+from cprfa_jax.evaluate import methods
 from cprfa_jax.mm.bfm import load_bfm_3ddfa
 from cprfa_jax.report import published
-from cprfa_jax.stages import fit_eval
 
 S = 128
 
@@ -183,30 +183,30 @@ def test_protocol_scores_follow_each_protocol():
   valid = rng.random((3, 21)) < 0.8
   obs = {"points": np.where(valid[..., None], gt21, np.nan), "points_valid": valid,
          "box_points": gt68}
-  s = fit_eval.protocol_scores("aflw21", pred, obs)
+  s = methods.protocol_scores("aflw21", pred, obs)
   p21 = np.stack([bf.groups21(p.T).T for p in pred])
   want = [np.linalg.norm(p21[i] - gt21[i], axis=1)[valid[i]].mean() / box[i] for i in range(3)]
   np.testing.assert_allclose(s["nme"], want, rtol=1e-5)
   assert set(s) == {"nme", "gt_px"}
   # COFW: the 51 inner points, occluded included; box and inter-ocular normalisers.
   occ = rng.random((3, 68)) < 0.3
-  s = fit_eval.protocol_scores("cofw68", pred, {"points": gt68, "occluded": occ})
+  s = methods.protocol_scores("cofw68", pred, {"points": gt68, "occluded": occ})
   err = np.linalg.norm(pred - gt68, axis=2)[:, 17:].mean(1)
   io = np.linalg.norm(gt68[:, 36:42].mean(1) - gt68[:, 42:48].mean(1), axis=1)
   np.testing.assert_allclose(s["nme"], err / box, rtol=1e-5)
   np.testing.assert_allclose(s["nme_interocular"], err / io, rtol=1e-5)
   # AFLW2000-3D / synthetic: all 68 (or synth-cofw's 51) over the 68 box.
-  s = fit_eval.protocol_scores(None, pred, {"landmarks": gt68})
+  s = methods.protocol_scores(None, pred, {"landmarks": gt68})
   np.testing.assert_allclose(s["nme"], np.linalg.norm(pred - gt68, axis=2).mean(1) / box, rtol=1e-5)
   with pytest.raises(ValueError, match="unknown protocol 'x'"):
-    fit_eval.protocol_scores("x", pred, {})
+    methods.protocol_scores("x", pred, {})
 
 
 def test_table_row_without_yaw_reports_the_mean_over_images():
-  row = fit_eval.table_row(np.array([0.02, 0.04, 0.2]), None, 0.1)
+  row = methods.table_row(np.array([0.02, 0.04, 0.2]), None, 0.1)
   assert row["nme_bins"] == [None] * 3 and row["nme_std"] is None
   assert row["nme_mean"] == pytest.approx(100 * 0.26 / 3, abs=0.01) and row["failure"] == 33.33
-  assert "| 8.67 | – |" in fit_eval.table2_md("t", {"m": row}, 51)
+  assert "| 8.67 | – |" in methods.table2_md("t", {"m": row}, 51)
 
 
 def test_published_rows_are_the_papers():

@@ -1,13 +1,13 @@
-"""studies.corruptions: level 0 is the identity, and each level removes or perturbs exactly the
+"""data.corrupt: level 0 is the identity, and each level removes or perturbs exactly the
 documented amount. The DAFI here is an ellipse whose code is its pixel's position (unique per
 pixel), so where a code came from can be read back."""
 
 import hypothesis
-from hypothesis import strategies as st
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 
-from cprfa_jax.studies import corruptions as C
+from cprfa_jax.data import corrupt
 
 H, W = 48, 40
 
@@ -23,10 +23,10 @@ SPACING = 0.02
 seeds = st.integers(0, 2**31 - 1)
 
 
-@pytest.mark.parametrize("kind", list(C.CORRUPTIONS))
+@pytest.mark.parametrize("kind", list(corrupt.CORRUPTIONS))
 def test_level_zero_is_the_identity(kind):
   dafi, mask = _dafi()
-  d, m = C.corrupt(kind, dafi, mask, 0.0, np.random.default_rng(0), SPACING)
+  d, m = corrupt.corrupt(kind, dafi, mask, 0.0, np.random.default_rng(0), SPACING)
   np.testing.assert_array_equal(d, dafi)
   np.testing.assert_array_equal(m, mask)
 
@@ -36,7 +36,7 @@ def test_level_zero_is_the_identity(kind):
 @hypothesis.settings(max_examples=15, deadline=None)
 def test_removal_takes_exactly_the_level_and_leaves_codes(kind, level, seed):
   dafi, mask = _dafi()
-  d, m = C.corrupt(kind, dafi, mask, level, np.random.default_rng(seed), SPACING)
+  d, m = corrupt.corrupt(kind, dafi, mask, level, np.random.default_rng(seed), SPACING)
   assert not (m & ~mask).any()                              # nothing added
   assert mask.sum() - m.sum() == round(level * mask.sum())  # exactly the fraction removed
   np.testing.assert_array_equal(d[m], dafi[m])              # kept pixels keep their codes
@@ -45,7 +45,7 @@ def test_removal_takes_exactly_the_level_and_leaves_codes(kind, level, seed):
 def test_holes_are_blobs_not_salt():
   # Removed pixels cluster: most removed pixels have a removed 4-neighbour.
   dafi, mask = _dafi()
-  _, m = C.holes(dafi, mask, 0.3, np.random.default_rng(1))
+  _, m = corrupt.holes(dafi, mask, 0.3, np.random.default_rng(1))
   gone = mask & ~m
   nb = np.zeros_like(gone)
   nb[1:] |= gone[:-1]
@@ -59,7 +59,7 @@ def test_holes_are_blobs_not_salt():
 @hypothesis.settings(max_examples=10, deadline=None)
 def test_noise_has_the_documented_sigma(level, seed):
   dafi, mask = _dafi()
-  d, m = C.noise(dafi, mask, level, np.random.default_rng(seed), SPACING)
+  d, m = corrupt.noise(dafi, mask, level, np.random.default_rng(seed), SPACING)
   np.testing.assert_array_equal(m, mask)
   np.testing.assert_array_equal(d[~mask], dafi[~mask])      # the background is untouched
   # The third channel sits at 0.5, far from the clip at 0 and 1 for these σ (<= 0.08): its
@@ -74,7 +74,7 @@ def test_noise_has_the_documented_sigma(level, seed):
 @hypothesis.settings(max_examples=10, deadline=None)
 def test_warp_moves_codes_by_at_most_the_level(level, seed):
   dafi, mask = _dafi()
-  d, m = C.warp(dafi, mask, level, np.random.default_rng(seed))
+  d, m = corrupt.warp(dafi, mask, level, np.random.default_rng(seed))
   ys, xs = np.nonzero(m)
   # Each code is the position of the pixel it came from; nearest rounding adds <= 0.5 per axis.
   src_x = d[ys, xs, 0] * W - 0.5
@@ -90,7 +90,7 @@ def test_warp_moves_codes_by_at_most_the_level(level, seed):
 @hypothesis.settings(max_examples=10, deadline=None)
 def test_leak_grows_the_mask_by_the_level_with_border_codes(level):
   dafi, mask = _dafi()
-  d, m = C.leak(dafi, mask, level, np.random.default_rng(0))
+  d, m = corrupt.leak(dafi, mask, level, np.random.default_rng(0))
   yy, xx = np.mgrid[:H, :W]
   fy, fx = np.nonzero(mask)
   # Naive: distance from every pixel to the nearest face pixel.
@@ -108,45 +108,44 @@ def test_pncc_spacing_matches_brute_force():
   pncc = np.random.default_rng(0).random((300, 3))
   d = np.linalg.norm(pncc[:, None] - pncc[None], axis=-1)
   np.fill_diagonal(d, np.inf)
-  assert C.pncc_spacing(pncc) == pytest.approx(np.median(d.min(1)), rel=1e-12)
+  assert corrupt.pncc_spacing(pncc) == pytest.approx(np.median(d.min(1)), rel=1e-12)
 
 
 def test_random_corruption_is_a_function_of_the_generator():
   dafi, mask = _dafi()
-  a = C.random_corruption(dafi, mask, np.random.default_rng(5), SPACING)
-  b = C.random_corruption(dafi, mask, np.random.default_rng(5), SPACING)
+  a = corrupt.random_corruption(dafi, mask, np.random.default_rng(5), SPACING)
+  b = corrupt.random_corruption(dafi, mask, np.random.default_rng(5), SPACING)
   np.testing.assert_array_equal(a[0], b[0])
   np.testing.assert_array_equal(a[1], b[1])
 
 
 def test_unknown_corruption_is_named():
   with pytest.raises(ValueError, match="blur.*holes"):
-    C.corrupt("blur", *_dafi(), 0.1, np.random.default_rng(0), SPACING)
+    corrupt.corrupt("blur", *_dafi(), 0.1, np.random.default_rng(0), SPACING)
 
 
 def test_training_draws_surround_every_evaluated_level():
   # The study's regressors train on draw_corruption; each (kind, level) the study evaluates
   # must have training draws of that kind within 5% of the kind's range around it.
   rng = np.random.default_rng(0)
-  draws = [C.draw_corruption(rng) for _ in range(3000)]
-  for kind, levels in C.LEVELS.items():
+  draws = [corrupt.draw_corruption(rng) for _ in range(3000)]
+  for kind, levels in corrupt.LEVELS.items():
     got = np.array([lv for k, lv in draws if k == kind])
     for level in levels:
       assert np.any(np.abs(got - level) < 0.05 * levels[-1]), (kind, level)
 
 
 def test_corrupted_gt_trains_on_the_study_corruptions():
-  from cprfa_jax.stages import observe  # pylint: disable=import-outside-toplevel
   dafi, mask = _dafi()
   d_b, m_b = np.stack([dafi, dafi[::-1]]), np.stack([mask, mask[::-1]])
   rngs = lambda: [np.random.default_rng([1, i]) for i in range(2)]
-  d, m = observe.corrupted_gt(d_b, m_b, rngs(), SPACING)
+  d, m = corrupt.corrupted_gt(d_b, m_b, rngs(), SPACING)
   for i, r in enumerate(rngs()):
-    want = C.random_corruption(d_b[i], m_b[i], r, SPACING)
+    want = corrupt.random_corruption(d_b[i], m_b[i], r, SPACING)
     np.testing.assert_array_equal(d[i], want[0])
     np.testing.assert_array_equal(m[i], want[1])
-  d, m = observe.corrupted_gt(d_b, m_b, rngs())        # mild: the original corrupt_dafi
+  d, m = corrupt.corrupted_gt(d_b, m_b, rngs())        # mild: the original corrupt_dafi
   for i, r in enumerate(rngs()):
-    want = observe.corrupt_dafi(d_b[i:i + 1], m_b[i:i + 1], r)
+    want = corrupt.corrupt_dafi(d_b[i:i + 1], m_b[i:i + 1], r)
     np.testing.assert_array_equal(d[i], want[0][0])
     np.testing.assert_array_equal(m[i], want[1][0])

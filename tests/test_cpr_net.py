@@ -3,9 +3,10 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from cprfa_jax.models.cpr_net import BetaNet, CprEncoder, RecurrentHead
+from cprfa_jax.nets.cpr_net import BetaNet, CprEncoder, RecurrentHead
 
 
 def test_encoder_and_recurrent_head_shapes_under_jit_and_scan():
@@ -40,7 +41,7 @@ def test_beta_is_in_open_interval_and_scale_free(seed, scale):
 
 
 def test_cross_fusion_exchanges_features_between_branches():
-  from cprfa_jax.models.cpr_net import CrossFusion
+  from cprfa_jax.nets.cpr_net import CrossFusion
   net = CrossFusion(width=4, features=8)
   rng = np.random.default_rng(0)
   x1 = jnp.asarray(rng.normal(size=(2, 32, 32, 3)), jnp.float32)      # DAFI CPR, N = 32

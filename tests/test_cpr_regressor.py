@@ -7,11 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from cprfa_jax import cpr
-from cprfa_jax.mm import shape, synthetic_model
 from cprfa_jax.cpr import path
-from cprfa_jax.models.cpr_regressor import (GROUPS, CprRegressor, Observations, generated_points,
-                                            group_path_errors, sample_path_vertices)
 from cprfa_jax.geometry import project
+from cprfa_jax.mm import shape, synthetic_model
+from cprfa_jax.nets.regressor import GROUPS, CprRegressor, Observations, generated_points, group_path_errors, sample_path_vertices
 
 C = 16
 

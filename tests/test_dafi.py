@@ -5,13 +5,15 @@ import functools
 import jax
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy.spatial import cKDTree
 
-from cprfa_jax import dafi, render
 from cprfa_jax import geometry as geo
+from cprfa_jax import render
 from cprfa_jax.data import sampler
+from cprfa_jax.decode import pixel
 from cprfa_jax.mm import synthetic_model
 from cprfa_jax.mm.model import pncc_code
 
@@ -56,10 +58,10 @@ def test_painted_dafi_decodes_to_true_positions(seed):
   painted = np.array(sorted(truth))
   unpainted = np.setdiff1d(np.arange(len(verts)), painted)[:50]
   subset = np.concatenate([painted, unpainted])
-  tree = dafi.build_pncc_tree(pncc)
-  pos_g, det_g = dafi.decode_all_grid(image, mask, dafi.build_pncc_grid(pncc))
-  for pos, det in (dafi.decode_dafi(image, mask, pncc, subset),
-                   dafi.decode_dafi_kdtree(image, mask, tree, subset),
+  tree = pixel.build_pncc_tree(pncc)
+  pos_g, det_g = pixel.decode_all_grid(image, mask, pixel.build_pncc_grid(pncc))
+  for pos, det in (pixel.decode_dafi(image, mask, pncc, subset),
+                   pixel.decode_dafi_kdtree(image, mask, tree, subset),
                    (np.asarray(pos_g)[subset], np.asarray(det_g)[subset])):
     pos, det = np.asarray(pos), np.asarray(det)
     assert det[: len(painted)].all() and not det[len(painted):].any()
@@ -78,8 +80,8 @@ def test_jax_and_kdtree_agree_on_noisy_dafi():
   image = codes.reshape(hw + (3,)).astype(np.float32)
   mask = rng.random(hw) < 0.8
   subset = rng.choice(len(verts), 300, replace=False)
-  pos_j, det_j = dafi.decode_dafi(image, mask, pncc, subset)
-  pos_k, det_k = dafi.decode_dafi_kdtree(image, mask, dafi.build_pncc_tree(pncc), subset)
+  pos_j, det_j = pixel.decode_dafi(image, mask, pncc, subset)
+  pos_k, det_k = pixel.decode_dafi_kdtree(image, mask, pixel.build_pncc_tree(pncc), subset)
   assert det_k.sum() > 50
   np.testing.assert_array_equal(np.asarray(det_j), det_k)
   np.testing.assert_allclose(np.asarray(pos_j), pos_k, atol=1e-4)
@@ -92,10 +94,10 @@ def test_threshold_is_strict_and_configurable():
   image[0, 1] = [0.0101, 0, 0]       # not matched at 0.01
   image[0, 2] = [1, 1, 0.98]         # matched only with a looser threshold
   mask = np.ones((1, 3), bool)
-  tree = dafi.build_pncc_tree(pncc)
-  for fn in (lambda m: dafi.decode_dafi(image, mask, pncc, np.array([0, 1]), m),
-             lambda m: dafi.decode_dafi_kdtree(image, mask, tree, np.array([0, 1]), m),
-             lambda m: dafi.decode_all_grid(image, mask, dafi.build_pncc_grid(pncc, m))):
+  tree = pixel.build_pncc_tree(pncc)
+  for fn in (lambda m: pixel.decode_dafi(image, mask, pncc, np.array([0, 1]), m),
+             lambda m: pixel.decode_dafi_kdtree(image, mask, tree, np.array([0, 1]), m),
+             lambda m: pixel.decode_all_grid(image, mask, pixel.build_pncc_grid(pncc, m))):
     pos, det = fn(0.01)
     np.testing.assert_array_equal(det, [True, False])
     np.testing.assert_allclose(pos[0], [0, 0])
@@ -107,14 +109,14 @@ def test_threshold_is_strict_and_configurable():
 def test_decode_vmaps_over_a_batch_and_validates_input():
   verts, pncc, _, image, mask, truth = painted_dafi(0)
   subset = np.array(sorted(truth))
-  fn = jax.jit(jax.vmap(dafi.decode_dafi, in_axes=(0, 0, None, None)))
+  fn = jax.jit(jax.vmap(pixel.decode_dafi, in_axes=(0, 0, None, None)))
   pos, det = fn(np.stack([image, image[:, ::-1]]), np.stack([mask, mask[:, ::-1]]), pncc, subset)
   assert pos.shape == (2, len(subset), 2) and det.shape == (2, len(subset))
   np.testing.assert_allclose(pos[1, :, 0], 95 - pos[0, :, 0], atol=1e-4)   # mirrored image
   with pytest.raises(ValueError, match="mask"):
-    dafi.decode_dafi(image, mask[:10], pncc, subset)
+    pixel.decode_dafi(image, mask[:10], pncc, subset)
   with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
-    dafi.decode_dafi_kdtree(image[..., :2], mask, dafi.build_pncc_tree(pncc), subset)
+    pixel.decode_dafi_kdtree(image[..., :2], mask, pixel.build_pncc_tree(pncc), subset)
 
 
 # --- The uniform-grid decoder (`decode_all_grid`) --------------------------------------------
@@ -152,7 +154,7 @@ def assert_grid_matches(image, mask, pncc, max_dist, reference, grid=None):
   returns the fraction of mask pixels left out."""
   amb = ambiguous_pixels(image, mask, pncc, max_dist)
   mask = mask & ~amb
-  pos, det = dafi.decode_all_grid(image, mask, grid or dafi.build_pncc_grid(pncc, max_dist))
+  pos, det = pixel.decode_all_grid(image, mask, grid or pixel.build_pncc_grid(pncc, max_dist))
   pos_r, det_r = reference(image, mask)
   np.testing.assert_array_equal(np.asarray(det), det_r)
   np.testing.assert_allclose(np.asarray(pos), pos_r, atol=1e-4)
@@ -175,13 +177,13 @@ def test_grid_equals_naive_reference(max_dist):
   assert naive_decode(image, mask, pncc, max_dist)[1].sum() > 50
   # Per pixel: the nearest vertex and its distance, wherever there is a match.
   codes = image[mask]
-  idx, dist = dafi.nearest_vertex_grid(codes, dafi.build_pncc_grid(pncc, max_dist), chunk=100)
+  idx, dist = pixel.nearest_vertex_grid(codes, pixel.build_pncc_grid(pncc, max_dist), chunk=100)
   d_PxV = np.linalg.norm(codes[:, None].astype(np.float64) - pncc[None], axis=-1)
   hit = d_PxV.min(1) < max_dist
   np.testing.assert_array_equal(np.asarray(idx)[hit], d_PxV.argmin(1)[hit])
   np.testing.assert_allclose(np.asarray(dist)[hit], d_PxV.min(1)[hit], atol=1e-6)
   # An empty mask detects nothing.
-  pos, det = dafi.decode_all_grid(image, np.zeros(hw, bool), dafi.build_pncc_grid(pncc, max_dist))
+  pos, det = pixel.decode_all_grid(image, np.zeros(hw, bool), pixel.build_pncc_grid(pncc, max_dist))
   assert not np.asarray(det).any() and not np.asarray(pos).any()
 
 
@@ -200,11 +202,11 @@ def test_grid_equals_kdtree_on_rendered_dafi(noise):
   image, mask, pncc = rendered_face()
   image = image + mask[..., None] * np.random.default_rng(5).normal(0, noise, image.shape)
   image = image.astype(np.float32)
-  tree = dafi.build_pncc_tree(pncc)
+  tree = pixel.build_pncc_tree(pncc)
   subset = np.arange(len(pncc))
-  ref = lambda im, m: dafi.decode_dafi_kdtree(im, m, tree, subset)  # noqa: E731
+  ref = lambda im, m: pixel.decode_dafi_kdtree(im, m, tree, subset)  # noqa: E731
   assert ref(image, mask)[1].sum() > 300
-  assert assert_grid_matches(image, mask, pncc, dafi.MATCH_DIST, ref) < 0.005
+  assert assert_grid_matches(image, mask, pncc, pixel.MATCH_DIST, ref) < 0.005
 
 
 def _codes(lo, hi, shape):
@@ -224,7 +226,7 @@ def test_grid_equals_brute_force_property(pncc, near, offset, free, mask, max_di
   threshold is crossed too), 10 anywhere in [-0.5, 1.5]^3; exactly 0 and 1; empty masks."""
   near_codes = pncc[near] + offset * np.float32(max_dist)
   image = np.concatenate([near_codes, free]).reshape(5, 6, 3)
-  grid = dafi.build_pncc_grid(pncc, max_dist)
+  grid = pixel.build_pncc_grid(pncc, max_dist)
   # Capacities above the true ones are valid (slots past a cell's count are masked); fixing
   # them keeps one compilation per max_dist across examples.
   grid = grid.replace(capacity=24, row_capacity=24)
@@ -234,28 +236,28 @@ def test_grid_equals_brute_force_property(pncc, near, offset, free, mask, max_di
 
 def test_grid_vmaps_over_a_batch_and_jits():
   image, mask, pncc = rendered_face()
-  grid = dafi.build_pncc_grid(pncc)
+  grid = pixel.build_pncc_grid(pncc)
   rng = np.random.default_rng(6)
   images = np.stack([image, image[:, ::-1], image + rng.normal(0, 0.004, image.shape)])
   masks = np.stack([mask, mask[:, ::-1], np.zeros_like(mask)])
-  batched = jax.jit(jax.vmap(dafi.decode_all_grid, in_axes=(0, 0, None)))
+  batched = jax.jit(jax.vmap(pixel.decode_all_grid, in_axes=(0, 0, None)))
   pos_b, det_b = batched(images.astype(np.float32), masks, grid)
   assert pos_b.shape == (3, len(pncc), 2) and det_b.shape == (3, len(pncc))
   for i in range(3):
-    pos, det = dafi.decode_all_grid(images[i], masks[i], grid, chunk=500)   # other chunking
+    pos, det = pixel.decode_all_grid(images[i], masks[i], grid, chunk=500)   # other chunking
     np.testing.assert_array_equal(det_b[i], det)
     np.testing.assert_allclose(pos_b[i], pos, atol=1e-5)
   assert det_b[0].sum() > 300 and not det_b[2].any()
   with pytest.raises(ValueError, match="mask"):
-    dafi.decode_all_grid(image, mask[:10], grid)
+    pixel.decode_all_grid(image, mask[:10], grid)
 
 
 def test_grid_cells_list_every_vertex_once():
   _, _, pncc = rendered_face()
   pncc = np.concatenate([pncc, [[1, 1, 1], [0, 0, 0], [1, 0, 1]]]).astype(np.float32)
-  grid = dafi.build_pncc_grid(pncc)
+  grid = pixel.build_pncc_grid(pncc)
   g = grid.cells_per_axis
-  assert g == 99 and 1 / g > dafi.MATCH_DIST
+  assert g == 99 and 1 / g > pixel.MATCH_DIST
   start, order = np.asarray(grid.cell_start), np.asarray(grid.sorted_vertex)
   assert start.shape == (g ** 3 + 1,) and start[0] == 0 and start[-1] == len(pncc)
   np.testing.assert_array_equal(np.sort(order), np.arange(len(pncc)))    # a permutation
@@ -270,4 +272,4 @@ def test_grid_cells_list_every_vertex_once():
   np.testing.assert_array_equal(cell_of_slot, lin[order])
   assert lin[-3] == g ** 3 - 1 and lin[-2] == 0
   with pytest.raises(ValueError, match=r"\[0, 1\]"):
-    dafi.build_pncc_grid(pncc - 0.5)
+    pixel.build_pncc_grid(pncc - 0.5)

@@ -12,9 +12,11 @@ import pytest
 
 from configs import tiny
 from cprfa_jax import mm
-from cprfa_jax.models.hs_unet import HSUNet, downsample_targets, hs_unet_loss
-from cprfa_jax.stages import dafi
+from cprfa_jax.nets import build
+from cprfa_jax.nets.hs_unet import HSUNet
+from cprfa_jax.train.stages.dafi import downsample_targets, hs_unet_loss
 from cprfa_jax.train import checkpoint, loop
+from cprfa_jax.train.stages import dafi
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -58,9 +60,9 @@ def test_a_few_steps_lower_the_loss(tmp_path, model3d):
   config = tiny_config(num_steps=20, log_every=1, checkpoint_every=100)
   config.optim.lr, config.optim.lr_end = 1e-2, 1e-3
   batch = next(dafi.train_batches(config, model3d)(0))
-  net = dafi.network(config)
-  init_fn = lambda rng, b: net.init(rng, dafi.preprocess(b["image"][:1]))["params"]
-  loss_fn = lambda p, b, r: hs_unet_loss(net.apply({"params": p}, dafi.preprocess(b["image"])),
+  net = build.unet_network(config)
+  init_fn = lambda rng, b: net.init(rng, build.preprocess(b["image"][:1]))["params"]
+  loss_fn = lambda p, b, r: hs_unet_loss(net.apply({"params": p}, build.preprocess(b["image"])),
                                          b["dafi"], b["mask"])
 
   def same_batch(start):
@@ -131,11 +133,11 @@ def test_bad_config_values_are_named():
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, model3d):
   config = tiny_config(num_steps=6, log_every=1, checkpoint_every=2)
-  net = dafi.network(config)
-  init_fn = lambda rng, b: net.init(rng, dafi.preprocess(b["image"][:1]))["params"]
+  net = build.unet_network(config)
+  init_fn = lambda rng, b: net.init(rng, build.preprocess(b["image"][:1]))["params"]
 
   def loss_fn(p, b, r):
-    loss, m = hs_unet_loss(net.apply({"params": p}, dafi.preprocess(b["image"])), b["dafi"], b["mask"])
+    loss, m = hs_unet_loss(net.apply({"params": p}, build.preprocess(b["image"])), b["dafi"], b["mask"])
     step = b["step"][0]
     return jax.numpy.where(step >= 3, np.nan, loss), m
 
@@ -158,17 +160,18 @@ sys.path.insert(0, {root!r})
 import jax, numpy as np
 from configs import tiny
 from cprfa_jax import mm
-from cprfa_jax.stages import dafi
-from cprfa_jax.models.hs_unet import hs_unet_loss
+from cprfa_jax.train.stages import dafi
+from cprfa_jax.train.stages.dafi import hs_unet_loss
 from cprfa_jax.train import sharding
+from cprfa_jax.nets import build
 assert jax.device_count() == 8, jax.devices()
 config = tiny.get_config()
 config.train.batch_size = 8
 batch = next(dafi.train_batches(config, mm.load_model(config.model))(0))
-net = dafi.network(config)
-params = net.init(jax.random.PRNGKey(0), dafi.preprocess(batch["image"][:1]))["params"]
+net = build.unet_network(config)
+params = net.init(jax.random.PRNGKey(0), build.preprocess(batch["image"][:1]))["params"]
 def loss(p, b):
-  return hs_unet_loss(net.apply({{"params": p}}, dafi.preprocess(b["image"])), b["dafi"], b["mask"])[0]
+  return hs_unet_loss(net.apply({{"params": p}}, build.preprocess(b["image"])), b["dafi"], b["mask"])[0]
 grad_fn = jax.value_and_grad(loss)
 one_l, one_g = jax.jit(grad_fn)(params, batch)
 mesh = sharding.make_mesh()

@@ -1,14 +1,17 @@
-"""Sub-pixel DAFI decoding (issue 12, `dafi_subpixel`): exact on affine PNCC fields, equal to a
+"""Sub-pixel DAFI decoding (issue 12, `decode.subpixel`): exact on affine PNCC fields, equal to a
 naive per-vertex least-squares reference, more accurate and more complete than the paper's
 pixel-mean decoding on a rendered face, and safe where the local fit is singular."""
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from cprfa_jax import dafi, geometry as geo, render
-from cprfa_jax.dafi_subpixel import decode_dafi_subpixel
+from cprfa_jax import geometry as geo
+from cprfa_jax import render
 from cprfa_jax.data import sampler
+from cprfa_jax.decode import pixel as dafi
+from cprfa_jax.decode.subpixel import decode_dafi_subpixel
 from cprfa_jax.mm import synthetic_model
 
 HW = (24, 24)
@@ -141,7 +144,7 @@ def test_bad_input_is_refused():
 
 
 def test_observations_decode_with_the_configured_decoder():
-  from cprfa_jax.stages import observe
+  from cprfa_jax import observe
   field, mask, pncc, _ = rendered_face((40, 40))
   tree = dafi.build_pncc_tree(pncc)
   batch = np.stack([field, field[:, ::-1]]).astype(np.float32), np.stack([mask, mask[:, ::-1]])
@@ -157,11 +160,12 @@ def test_observations_decode_with_the_configured_decoder():
     observe.observations(*batch, None, tree, 0.02, (40, 40), decode="bilinear")
 
 
-# --- the device version (`dafi_subpixel_jax`) against the host one --------------------------
+# --- the device version (`decode.subpixel_device`) against the host one --------------------------
 
 def test_device_decoder_equals_the_host_decoder_on_rendered_faces():
   import jax
-  from cprfa_jax.dafi_subpixel_jax import decode_all_subpixel
+
+  from cprfa_jax.decode.subpixel_device import decode_all_subpixel
   field, mask, pncc, _ = rendered_face()
   noisy = field + mask[..., None] * np.random.default_rng(4).normal(0, 0.01, field.shape)
   images = np.stack([field, noisy]).astype(np.float32)
@@ -179,7 +183,7 @@ def test_device_decoder_equals_the_host_decoder_on_rendered_faces():
 
 
 def test_device_decoder_is_exact_on_affine_fields_and_safe_where_singular():
-  from cprfa_jax.dafi_subpixel_jax import decode_all_subpixel
+  from cprfa_jax.decode.subpixel_device import decode_all_subpixel
   rng = np.random.default_rng(7)
   j = np.array([[0.025, 0.004], [-0.003, 0.02], [0.012, -0.015]])
   c0 = np.array([0.5, 0.5, 0.5]) - j @ np.array([HW[1] / 2, HW[0] / 2])

@@ -10,14 +10,11 @@ import re
 
 import numpy as np
 import pytest
-import cv2
 import scipy.io
 
 import real_fixtures
-
-from cprfa_jax.data import real, schema, tfds_io
-from cprfa_jax.geometry.projection import (pose_from_pose_para, project, project_pose_para,
-                                           to_pixels)
+from cprfa_jax.data import crops, real, schema, tfds_io
+from cprfa_jax.geometry.projection import pose_from_pose_para, project, project_pose_para, to_pixels
 from cprfa_jax.mm.bfm import load_bfm_3ddfa
 from cprfa_jax.mm.model import shape
 
@@ -92,7 +89,7 @@ def test_300wlp_layout_and_projected_landmarks(tmp_path, bfm):
          + raw["w_exp"] @ ann["Exp_Para"][:, 0]).reshape(n, 3)
     full = np.asarray(project_pose_para(x[np.asarray(model.landmarks_68)], ann["Pose_Para"],
                                         (450, 450)), np.float64)
-    k, b = real.crop_affine(*real.crop_box(full, 2.0), SIZE)
+    k, b = crops.crop_affine(*crops.crop_box(full, 2.0), SIZE)
     np.testing.assert_allclose(ex["landmarks"], k * full + b, atol=1e-2)
     np.testing.assert_allclose(_reprojected(model, ex), ex["landmarks"], atol=1e-2)
 
@@ -103,9 +100,9 @@ def test_crop_pose_moves_projections_like_pixels():
   for hw_src in [(450, 450), (300, 420)]:
     pose = np.array([0.2, -0.7, 0.1, 0.4, 0.1, -0.2])
     x0, y0, side = 37, -20, 311
-    k, b = real.crop_affine(x0, y0, side, SIZE)
+    k, b = crops.crop_affine(x0, y0, side, SIZE)
     src = np.asarray(to_pixels(project(pts, pose), hw_src))
-    new = real.crop_pose(pose, hw_src, k, b, (SIZE, SIZE))
+    new = crops.crop_pose(pose, hw_src, k, b, (SIZE, SIZE))
     np.testing.assert_allclose(to_pixels(project(pts, new), (SIZE, SIZE)), k * src + b,
                                atol=1e-4)
 
@@ -116,8 +113,8 @@ def test_crop_resize_matches_crop_affine():
   ys, xs = np.mgrid[:450, :450]
   image = np.stack([xs * 0.5, ys * 0.5, np.zeros_like(xs)], -1).astype(np.uint8)
   x0, y0, side = 60, 90, 256
-  out = real.crop_resize(image, x0, y0, side, SIZE)
-  k, b = real.crop_affine(x0, y0, side, SIZE)
+  out = crops.crop_resize(image, x0, y0, side, SIZE)
+  k, b = crops.crop_affine(x0, y0, side, SIZE)
   u = np.arange(SIZE)
   np.testing.assert_allclose(out[0, :, 0], 0.5 * (u - b[0]) / k, atol=1.0)
   np.testing.assert_allclose(out[:, 0, 1], 0.5 * (u - b[1]) / k, atol=1.0)

@@ -12,8 +12,8 @@ import sys
 import pytest
 
 from configs import tiny as tiny_config
+from cprfa_jax.evaluate import stage_status, table2
 from cprfa_jax.report import provenance
-from cprfa_jax.stages import eval_stages, fit_report
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -102,19 +102,19 @@ def test_marks_follow_the_stages_a_method_rests_on():
               "landmarks": {"step": 4, "num_steps": 4, "unfinished": False},
               "cpr_h": {"step": 2, "num_steps": 2, "unfinished": False},
               "capu": {"step": 1, "num_steps": 400, "unfinished": True}}
-  stages = fit_report.METHOD_STAGES
-  assert eval_stages.mark(stages["PnP-68"], statuses) == ("", {"unfinished": False})
-  assert eval_stages.mark(stages["CPR-H"], statuses) == ("", {"unfinished": False})
-  label, fields = eval_stages.mark(stages["CPRFA (CPR-H + CAPU)"], statuses)
+  stages = table2.METHOD_STAGES
+  assert stage_status.mark(stages["PnP-68"], statuses) == ("", {"unfinished": False})
+  assert stage_status.mark(stages["CPR-H"], statuses) == ("", {"unfinished": False})
+  label, fields = stage_status.mark(stages["CPRFA (CPR-H + CAPU)"], statuses)
   assert label == " [unfinished: capu step 1 of 400]"
   assert fields == {"unfinished": True,
                     "unfinished_stages": {"capu": {"step": 1, "num_steps": 400}}}
-  with pytest.raises(eval_stages.UnfinishedStageError, match="capu .* step 1 of the 400"):
-    eval_stages.check_finished({s: {**v, "num_steps_flag": "x"} for s, v in statuses.items()},
+  with pytest.raises(stage_status.UnfinishedStageError, match="capu .* step 1 of the 400"):
+    stage_status.check_finished({s: {**v, "num_steps_flag": "x"} for s, v in statuses.items()},
                                allow=False)
-  eval_stages.check_finished({"capu": statuses["capu"]}, allow=True)
-  assert eval_stages.steps_flag("capu") == "--config.cpr.train.num_steps"
-  assert eval_stages.steps_flag("landmarks") == "--config.lmnet.train.num_steps"
+  stage_status.check_finished({"capu": statuses["capu"]}, allow=True)
+  assert stage_status.steps_flag("capu") == "--config.cpr.train.num_steps"
+  assert stage_status.steps_flag("landmarks") == "--config.lmnet.train.num_steps"
 
 
 def test_git_state_without_git_or_repository(tmp_path, monkeypatch):
@@ -132,8 +132,8 @@ def test_the_report_lists_each_stages_rewinds_and_resumes_with_changes(tmp_path)
   h.write("start", 0)
   h.write("rewind", 40, restored_step=25, skipped_batch=33, loss=float("nan"), grad_norm=float("nan"))
   h.write("resume", 50, changed={"optim.lr": [0.003, 0.0003]})
-  st = eval_stages.status(tiny_config.get_config(), "capu", 50, str(tmp_path))
+  st = stage_status.status(tiny_config.get_config(), "capu", 50, str(tmp_path))
   assert st["rewinds"] == [{"step": 40, "restored_step": 25, "skipped_batch": 33}]
   assert st["config_changes"] == [{"step": 50, "changed": {"optim.lr": [0.003, 0.0003]}}]
-  md = eval_stages.table_md({"capu": st})
+  md = stage_status.table_md({"capu": st})
   assert "batch 33 at step 40" in md and "optim.lr 0.003 → 0.0003" in md

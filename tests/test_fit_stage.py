@@ -10,12 +10,14 @@ import numpy as np
 import optax
 
 from configs import tiny
-from cprfa_jax import cpr, dafi as dafi_lib
+from cprfa_jax import cpr, observe
+from cprfa_jax.data import corrupt
+from cprfa_jax.decode import pixel
 from cprfa_jax.geometry import projection
 from cprfa_jax.mm import shape, synthetic_model
-from cprfa_jax.models.cpr_regressor import generated_points
-from cprfa_jax.stages import fit, observe
+from cprfa_jax.nets.regressor import generated_points
 from cprfa_jax.train import loop
+from cprfa_jax.train.stages import regressors
 
 C = 16
 
@@ -45,18 +47,18 @@ def test_fit_loss_is_zero_at_the_truth_and_weights_later_stages_more():
   pts = jnp.concatenate([jnp.asarray(m.landmarks_68), jnp.asarray(sel)])
   a, p = jnp.asarray(batch["alpha"]), jnp.asarray(batch["pose"])
   stack = lambda x: jnp.stack([x] * 3)
-  loss, _ = fit.fit_loss(m, pts, stack(a), stack(p), a, p, 0.1)
+  loss, _ = regressors.fit_loss(m, pts, stack(a), stack(p), a, p, 0.1)
   assert float(loss) < 1e-6
   off = p.at[:, 4].add(0.1)                          # every point shifted by 0.1 in x
-  first, _ = fit.fit_loss(m, pts, stack(a), jnp.stack([off, p, p]), a, p, 0.0)
-  last, _ = fit.fit_loss(m, pts, stack(a), jnp.stack([p, p, off]), a, p, 0.0)
+  first, _ = regressors.fit_loss(m, pts, stack(a), jnp.stack([off, p, p]), a, p, 0.0)
+  last, _ = regressors.fit_loss(m, pts, stack(a), jnp.stack([p, p, off]), a, p, 0.0)
   np.testing.assert_allclose(float(first), (1 / 6) * float(jnp.mean(0.1 / p[:, 3])), rtol=1e-4)
   np.testing.assert_allclose(float(last), 3 * float(first), rtol=1e-4)     # w_q ∝ q
 
 
 def _train(stage, frozen=None, steps=12):
   m, sel, layout, batch, config = setup()
-  init_fn, loss_fn = fit.stage_fns(config, m, stage, sel, layout, frozen)
+  init_fn, loss_fn = regressors.stage_fns(config, m, stage, sel, layout, frozen)
   params = init_fn(jax.random.PRNGKey(0), batch)
   tx = optax.adam(3e-3)
   state = loop.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
@@ -76,7 +78,7 @@ def test_training_steps_lower_the_loss_round_one():
 
 def test_capu_trains_round_two_only_and_lowers_the_loss():
   m, sel, layout, batch, config = setup()
-  init_h, _ = fit.stage_fns(config, m, "cpr_h", sel, layout)
+  init_h, _ = regressors.stage_fns(config, m, "cpr_h", sel, layout)
   frozen = init_h(jax.random.PRNGKey(5), batch)["stages_round1"]
   losses, params = _train("capu", frozen)
   assert set(params) == {"stages_round2"}      # round 1 is not a trained parameter
@@ -87,7 +89,7 @@ def test_corrupt_dafi_only_removes_pixels_and_stays_a_pncc_image():
   rng = np.random.default_rng(0)
   d = rng.random((3, 32, 32, 3)).astype(np.float32)
   mask = rng.random((3, 32, 32)) < 0.7
-  cd, cm = observe.corrupt_dafi(d, mask, np.random.default_rng(1), max_holes=3)
+  cd, cm = corrupt.corrupt_dafi(d, mask, np.random.default_rng(1), max_holes=3)
   assert cd.shape == d.shape and cm.shape == mask.shape
   assert not np.any(cm & ~mask)                # no new face pixels
   assert cm.sum() < mask.sum()                 # holes
@@ -98,7 +100,7 @@ def test_corrupt_dafi_only_removes_pixels_and_stays_a_pncc_image():
 def test_observations_of_a_painted_pncc_image_are_the_true_projections():
   m = synthetic_model(num_vertices=800, num_id=4, num_exp=2)
   hw = (32, 32)
-  tree = dafi_lib.build_pncc_tree(m.pncc_Vx3)
+  tree = pixel.build_pncc_tree(m.pncc_Vx3)
   # Paint three vertices' PNCC colours at known pixels.
   d = np.zeros((1, 32, 32, 3), np.float32)
   mask = np.zeros((1, 32, 32), bool)
@@ -119,15 +121,15 @@ def test_bad_regressor_config_is_named():
   c = ml_collections.ConfigDict(tiny.get_config().to_dict())
   c.cpr.dafi_source = "gt"
   with pytest.raises(ValueError, match="cpr.dafi_source"):
-    fit.validate(c, "cpr")
+    regressors.validate(c, "cpr")
   c.cpr.dafi_source, c.cpr.corruption = "corrupted_gt", "heavy"
   with pytest.raises(ValueError, match="cpr.corruption='heavy'"):
-    fit.validate(c, "cpr")
+    regressors.validate(c, "cpr")
   c.cpr.corruption = "study"
-  fit.validate(c, "cpr")
+  regressors.validate(c, "cpr")
   c.cpr.dafi_source, c.cpr.kappa = "unet", 0.0
   with pytest.raises(ValueError, match="cpr.kappa"):
-    fit.validate(c, "cpr")
+    regressors.validate(c, "cpr")
 
 
 def test_generated_points_of_the_truth_are_the_observations():
@@ -142,7 +144,7 @@ def test_fit_loss_gradient_is_finite_at_the_truth_and_where_s_crosses_zero():
   m, sel, _, batch, _ = setup()
   pts = jnp.concatenate([jnp.asarray(m.landmarks_68), jnp.asarray(sel)])
   a, p = jnp.asarray(batch["alpha"]), jnp.asarray(batch["pose"])
-  loss = lambda aq, pq: fit.fit_loss(m, pts, aq, pq, a, p, 0.1)[0]
+  loss = lambda aq, pq: regressors.fit_loss(m, pts, aq, pq, a, p, 0.1)[0]
   for pose in (p, p.at[:, 3].set(0.0), p.at[:, 3].set(-0.5)):
     g = jax.grad(loss, argnums=(0, 1))(jnp.stack([a] * 3), jnp.stack([pose] * 3))
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in g)
@@ -155,9 +157,9 @@ def test_the_kappa_sample_is_said_derived_or_capped():
   v = model3d.num_vertices
   c = tiny.get_config()
   c.cpr.max_sampled = 0
-  line = fit.kappa_sample_line(c, model3d)
+  line = regressors.kappa_sample_line(c, model3d)
   assert f"up to {-(-v // 10)} per image" in line and "never capped" in line
   c.cpr.max_sampled = 32
-  line = fit.kappa_sample_line(c, model3d)
+  line = regressors.kappa_sample_line(c, model3d)
   assert "up to 32 per image" in line and "--config.cpr.max_sampled=32" in line
   assert "more than 320 detected" in line

@@ -11,14 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from configs import tiny
-from cprfa_jax import mm
-from cprfa_jax.models import landmark_net as ln
-from cprfa_jax.stages import common, landmarks
+from cprfa_jax import mm, workdirs
+from cprfa_jax.nets import build, landmark_net
 from cprfa_jax.train import loop
+from cprfa_jax.train.stages import landmarks
 
 
 def tiny_config(**train):
-  c = common.stage_config(tiny.get_config(), "landmarks")
+  c = workdirs.stage_config(tiny.get_config(), "landmarks")
   c.train.update(train)
   return c
 
@@ -51,7 +51,7 @@ def soft_argmax_reference(logits, stride):
       for r in range(h):
         for c in range(w):
           cx, cy = stride * c + (stride - 1) / 2, stride * r + (stride - 1) / 2
-          if (cx - x) ** 2 + (cy - y) ** 2 <= (ln.CONFIDENCE_RADIUS * stride) ** 2:
+          if (cx - x) ** 2 + (cy - y) ** 2 <= (landmark_net.CONFIDENCE_RADIUS * stride) ** 2:
             conf[i, j] += p[r, c]
   return pts, conf
 
@@ -59,7 +59,7 @@ def soft_argmax_reference(logits, stride):
 @pytest.mark.parametrize("stride", [1, 2, 4])
 def test_soft_argmax_matches_numpy_reference(stride):
   logits = np.random.default_rng(stride).normal(0, 3, (2, 6, 7, 68)).astype(np.float32)
-  pts, conf = jax.jit(ln.soft_argmax, static_argnums=1)(logits, stride)
+  pts, conf = jax.jit(landmark_net.soft_argmax, static_argnums=1)(logits, stride)
   ref_pts, ref_conf = soft_argmax_reference(logits, stride)
   chex.assert_shape([pts, conf], [(2, 68, 2), (2, 68)])
   np.testing.assert_allclose(pts, ref_pts, rtol=1e-5, atol=1e-4)
@@ -71,7 +71,7 @@ def test_soft_argmax_matches_numpy_reference(stride):
 def test_a_sharp_peak_is_found_at_its_cell_centre(r, c, stride):
   logits = np.full((1, 16, 12, 68), -50.0, np.float32)
   logits[0, r, c, :] = 50.0
-  pts, conf = ln.soft_argmax(logits, stride)
+  pts, conf = landmark_net.soft_argmax(logits, stride)
   centre = (stride * c + (stride - 1) / 2, stride * r + (stride - 1) / 2)
   np.testing.assert_allclose(pts[0], np.broadcast_to(centre, (68, 2)), atol=1e-3)
   np.testing.assert_allclose(conf, 1.0, atol=1e-5)
@@ -85,12 +85,12 @@ def test_target_peaks_at_the_nearest_cell_and_soft_argmax_inverts_it(x, y):
   stride, sigma = 2, 1.5
   lm = np.zeros((1, 68, 2), np.float32)
   lm[0, :] = x, y
-  g = np.asarray(ln.heatmap_targets(lm, (16, 16), sigma, stride))
+  g = np.asarray(landmark_net.heatmap_targets(lm, (16, 16), sigma, stride))
   chex.assert_shape(g, (1, 16, 16, 68))
   r, c = np.unravel_index(np.argmax(g[0, :, :, 0]), (16, 16))
   assert abs(stride * c + 0.5 - x) <= 1.0 + 1e-4 and abs(stride * r + 0.5 - y) <= 1.0 + 1e-4
   assert g.max() <= 1.0
-  pts, _ = ln.soft_argmax(np.log(np.maximum(g, 1e-30)), stride)
+  pts, _ = landmark_net.soft_argmax(np.log(np.maximum(g, 1e-30)), stride)
   # A Gaussian cut off by the grid border is pulled inwards; away from it the mean is exact.
   if 3 * sigma * stride < min(x, y, 31 - x, 31 - y):
     np.testing.assert_allclose(pts[0, 0], (x, y), atol=0.02)
@@ -98,16 +98,16 @@ def test_target_peaks_at_the_nearest_cell_and_soft_argmax_inverts_it(x, y):
 
 def test_loss_is_small_for_the_target_itself_and_large_for_a_shift():
   lm = np.random.default_rng(0).uniform(8, 24, (2, 68, 2)).astype(np.float32)
-  g = ln.heatmap_targets(lm, (16, 16), 1.5, 2)
-  good, m = ln.landmark_loss(np.log(np.maximum(g, 1e-30)), lm, 1.5, 2)
-  bad, _ = ln.landmark_loss(np.log(np.maximum(g, 1e-30)), lm + 4.0, 1.5, 2)
+  g = landmark_net.heatmap_targets(lm, (16, 16), 1.5, 2)
+  good, m = landmark_net.landmark_loss(np.log(np.maximum(g, 1e-30)), lm, 1.5, 2)
+  bad, _ = landmark_net.landmark_loss(np.log(np.maximum(g, 1e-30)), lm + 4.0, 1.5, 2)
   assert float(m["kl"]) < 1e-4 and float(m["px_err"]) < 0.05
   assert float(bad) > float(good) + 1.0
 
 
 def test_network_shapes_jit_and_vmap():
   config = tiny_config()
-  net = landmarks.network(config)
+  net = build.landmarks_network(config)
   x = np.random.default_rng(0).normal(size=(2, 3, 32, 32, 3)).astype(np.float32)
   params = jax.jit(net.init)(jax.random.PRNGKey(0), x[0])["params"]
   apply = lambda p, im: net.apply({"params": p}, im)
@@ -116,9 +116,9 @@ def test_network_shapes_jit_and_vmap():
   per_batch = jax.jit(jax.vmap(apply, in_axes=(None, 0)))(params, x)
   chex.assert_shape(per_batch, (2, 3, 16, 16, 68))
   np.testing.assert_allclose(per_batch[0], out, rtol=1e-4, atol=1e-4)
-  pts, conf = landmarks.predictor(config)(params, np.zeros((3, 32, 32, 3), np.uint8))
+  pts, conf = build.landmarks(config)(params, np.zeros((3, 32, 32, 3), np.uint8))
   chex.assert_shape([pts, conf], [(3, 68, 2), (3, 68)])
-  assert landmarks.predictor(config) is landmarks.predictor(tiny_config())  # one compilation
+  assert build.landmarks(config) is build.landmarks(tiny_config())  # one compilation
 
 
 def test_a_few_steps_lower_the_loss(tmp_path, model3d):

@@ -20,8 +20,8 @@ import pytest
 from configs import tiny
 from cprfa_jax import mm
 from cprfa_jax.data import datasets, schema, tfds_io
-from cprfa_jax.stages.common import stage_config, stage_dir
 from cprfa_jax.train import checkpoint
+from cprfa_jax.workdirs import stage_config, stage_dir
 
 pytestmark = pytest.mark.slow
 

@@ -91,13 +91,13 @@ def test_no_padding_size_is_refused(model):
 
 
 def test_evaluation_baselines_give_the_same_online_lm_either_way(model):
-  from cprfa_jax.stages import fit_eval  # pylint: disable=import-outside-toplevel
+  from cprfa_jax.evaluate import methods  # pylint: disable=import-outside-toplevel
   y, det, gt = _faces(model, 4, seed=4)
   det[3] = False                                     # a face the fit must skip, in a padded batch
   obs = {"y_all": y.astype(np.float32), "det_all": det, "y_lm": gt.astype(np.float32)}
   sel = np.arange(0, model.num_vertices, 40)
-  host = fit_eval.baselines(model, obs, sel, online_lm="host")["Online LM"]
-  dev = fit_eval.baselines(model, obs, sel, online_lm="jax", batch_size=3)["Online LM"]
+  host = methods.baselines(model, obs, sel, online_lm="host")["Online LM"]
+  dev = methods.baselines(model, obs, sel, online_lm="jax", batch_size=3)["Online LM"]
   np.testing.assert_array_equal(host[2], [True, True, True, False])
   np.testing.assert_array_equal(dev[2], host[2])
   np.testing.assert_allclose(dev[1], host[1], atol=2e-3)      # pose, as fitted
@@ -105,4 +105,4 @@ def test_evaluation_baselines_give_the_same_online_lm_either_way(model):
     np.testing.assert_allclose(fitting.landmarks_of(model, dev[1][i], dev[0][i]),
                                fitting.landmarks_of(model, host[1][i], host[0][i]), atol=2e-4)
   with pytest.raises(ValueError, match="online_lm='gpu'"):
-    fit_eval.baselines(model, obs, sel, online_lm="gpu")
+    methods.baselines(model, obs, sel, online_lm="gpu")

@@ -12,7 +12,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from cprfa_jax import pipeline
+from cprfa_jax.train import pipeline
 from pipeline_fixtures import run_script
 
 pytestmark = pytest.mark.slow

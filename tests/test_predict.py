@@ -2,7 +2,7 @@
 faces pasted into larger canvases at known offsets and integer scales (nearest-neighbour
 upsampled, so the predictor's area-resized crop is exactly the rendered image), several per
 photo. The predictor's landmarks in photo pixels must equal the evaluation path's (host KD-tree
-decoding, `fit_eval.run_regressor`) mapped to the photo; the exported artifact must equal the
+decoding, `methods.run_regressor`) mapped to the photo; the exported artifact must equal the
 jitted function when run with jax and numpy alone; the CLI writes every output and reports
 each bad input in one line."""
 
@@ -15,14 +15,14 @@ import cv2
 import numpy as np
 import pytest
 
-from cprfa_jax import cli
+from cprfa_jax import cli, observe, workdirs
 from cprfa_jax.data import sampler
 from cprfa_jax.data.datasets import set_config
+from cprfa_jax.evaluate import methods
 from cprfa_jax.geometry import projection
 from cprfa_jax.mm.model import vertices
 from cprfa_jax.predict import outputs
 from cprfa_jax.predict.predictor import BOX_SCALE, Predictor
-from cprfa_jax.stages import common, fit_eval, observe
 
 pytestmark = pytest.mark.slow     # the smoke pipeline is trained first (shared with test_pipeline)
 
@@ -65,18 +65,18 @@ def setup(smoke_workdir):
   images = np.stack([e["image"] for e in exs])
   # The evaluation path: Observer (host KD-tree decoding), run_regressor, landmarks_px.
   observer = observe.Observer(config, str(smoke_workdir), model3d, with_landmarks=True)
-  obs = fit_eval.observe_set(observer, dict(enumerate(exs)), NUM, 4)
-  with np.load(common.selection_file(str(smoke_workdir))) as f:
+  obs = methods.observe_set(observer, dict(enumerate(exs)), NUM, 4)
+  with np.load(workdirs.selection_file(str(smoke_workdir))) as f:
     sel, layout = f["selected"], f["layout"]
   return dict(config=config, model3d=model3d, pred=pred, s=s, exs=exs, images=images, obs=obs,
               sel=sel, layout=layout, workdir=smoke_workdir)
 
 
 def _eval_path(st, obs):
-  alpha, pose, _ = fit_eval.run_regressor(st["config"], st["model3d"], st["pred"].stage,
+  alpha, pose, _ = methods.run_regressor(st["config"], st["model3d"], st["pred"].stage,
                                           st["pred"].weights.regressor, obs, st["sel"],
                                           st["layout"], batch_size=4)
-  return alpha, fit_eval.landmarks_px(st["model3d"], alpha, pose, (st["s"],) * 2)
+  return alpha, methods.landmarks_px(st["model3d"], alpha, pose, (st["s"],) * 2)
 
 
 def test_landmarks_in_photo_pixels_equal_the_evaluation_path(setup):
@@ -281,7 +281,7 @@ def test_subpixel_decoding_on_the_device_matches_the_evaluation_path(setup):
   config.cpr.decode = "subpixel"
   pred = Predictor.from_workdir(config, str(st["workdir"]), st["model3d"])
   observer = observe.Observer(config, str(st["workdir"]), st["model3d"], with_landmarks=True)
-  obs = fit_eval.observe_set(observer, dict(enumerate(st["exs"])), NUM, 4)
+  obs = methods.observe_set(observer, dict(enumerate(st["exs"])), NUM, 4)
   assert obs["det_all"].sum() > setup["obs"]["det_all"].sum()     # sub-pixel finds more
   _, lm_eval = _eval_path({**st, "pred": pred}, obs)
   n = len(st["images"])

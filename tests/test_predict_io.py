@@ -11,6 +11,7 @@ from hypothesis import given, settings
 
 from cprfa_jax import mm
 from cprfa_jax.predict import boxes, outputs, photos
+from cprfa_jax.report import draw
 
 
 def _photo(h=96, w=128, seed=0):
@@ -349,7 +350,7 @@ def test_dafi_picture(model):
 
 def test_save_png(tmp_path):
   rgb = _photo()
-  outputs.save_png(tmp_path / "x.png", rgb)
+  draw.save_png(tmp_path / "x.png", rgb)
   np.testing.assert_array_equal(photos.load_photo(tmp_path / "x.png")[0], rgb)
   with pytest.raises(OSError, match="missing"):
-    outputs.save_png(tmp_path / "missing" / "x.png", rgb)
+    draw.save_png(tmp_path / "missing" / "x.png", rgb)

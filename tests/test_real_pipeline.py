@@ -21,7 +21,7 @@ import real_fixtures
 from configs import tiny
 from cprfa_jax.data import aflw, cofw, real, streams, tfds_io
 from cprfa_jax.mm.bfm import load_bfm_3ddfa
-from cprfa_jax.stages import fit
+from cprfa_jax.train.stages import regressors
 
 pytestmark = pytest.mark.slow
 
@@ -128,7 +128,7 @@ def test_every_stage_trains_on_the_300wlp_training_images(trained):
   assert len(source) == len(STEMS) == NUM_TRAIN
   ref = set(streams.reference_indices(NUM_TRAIN, NUM_REFERENCE))
   train = {_sha(source[i]["image"]) for i in range(NUM_TRAIN) if i not in ref}
-  assert set(seen) == {("image", "dafi", "mask"), ("image", "landmarks"), fit.STREAM_KEYS}
+  assert set(seen) == {("image", "dafi", "mask"), ("image", "landmarks"), regressors.STREAM_KEYS}
   for keys, images in seen.items():
     # Every image a stage (the regressors included) trained on is a 300W-LP training image,
     # never a held-out reference one.

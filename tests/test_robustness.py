@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from cprfa_jax.studies import corruptions
+from cprfa_jax.data import corrupt
 
 pytestmark = pytest.mark.slow     # the smoke pipeline is trained first (shared with test_pipeline)
 
@@ -39,9 +39,9 @@ def test_every_method_at_every_level(study):
   assert set(res["sets"]) == {"synth-cofw"}
   assert "robustness.json" in run.stdout
   for name, by_kind in res["sets"].items():
-    assert set(by_kind) == set(corruptions.LEVELS) | {"resolution"}
+    assert set(by_kind) == set(corrupt.LEVELS) | {"resolution"}
     for kind, by_level in by_kind.items():
-      want = ([f"{l:g}" for l in corruptions.LEVELS[kind]] if kind != "resolution"
+      want = ([f"{l:g}" for l in corrupt.LEVELS[kind]] if kind != "resolution"
               else ["64", "32"])
       assert list(by_level) == want
       for level, nme in by_level.items():
@@ -60,7 +60,7 @@ def test_every_method_at_every_level(study):
 def test_level_zero_is_one_clean_input_and_pnp68_ignores_the_dafi(study):
   _, res, _ = study
   for by_kind in res["sets"].values():
-    clean = [by_kind[k]["0"] for k in corruptions.LEVELS]
+    clean = [by_kind[k]["0"] for k in corrupt.LEVELS]
     for other in clean[1:]:
       for m in METHODS:      # the same observations, deterministic methods: float equality
         assert other[m] == pytest.approx(clean[0][m], rel=1e-6, abs=1e-9), m

@@ -7,14 +7,15 @@ import sys
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from configs import tiny
 from cprfa_jax import mm
 from cprfa_jax.data import datasets, schema, streams, tfds_io
 from cprfa_jax.geometry.projection import project, to_pixels
 from cprfa_jax.mm.model import shape
-from cprfa_jax.stages import dafi, fit, landmarks
+from cprfa_jax.train.stages import dafi, landmarks, regressors
 
 SIZE = 32
 NUM = 24
@@ -126,7 +127,7 @@ def test_every_stage_trains_on_the_training_examples_only(train_set, model3d):
   by_image = {_digest(e["image"]): i for i, e in enumerate(exs)}
   for keys, batches in [(dafi.KEYS, dafi.train_batches(config, model3d)),
                         (landmarks.KEYS, landmarks.train_batches(config, model3d)),
-                        (fit.STREAM_KEYS, streams.batches_fn(config, model3d, fit.STREAM_KEYS))]:
+                        (regressors.STREAM_KEYS, streams.batches_fn(config, model3d, regressors.STREAM_KEYS))]:
     got = [by_image[_digest(im)] for b in _take(batches, 0, 10) for im in b["image"]]
     assert set(batches(0).__next__()) == set(keys)
     # 10 batches of 4 = 40 > 20 training examples: every training example, no reference one.

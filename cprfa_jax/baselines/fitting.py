@@ -19,7 +19,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from cprfa_jax.geometry import projection
-from cprfa_jax.mm.model import vertices
+from cprfa_jax.mm.model import linear_shape, vertices
 
 # Camera distance for PnP in units of the model (a face is ~1 wide): perspective effects are
 # then below 1% and the pinhole camera behaves like Eq. 2's weak perspective.
@@ -95,7 +95,7 @@ def online_fit(model3d, y_obs_Vx2, detected_V, num_id=10, num_exp=5, prior=1.0,
   (pose_6, alpha (K + E,)) or (None, None) when fewer than 6 vertices are detected or their
   positions are degenerate (`affine_pose`).
 
-  The cap: sub-pixel decoding (`dafi_subpixel`) detects thousands of vertices per face and the
+  The cap: sub-pixel decoding (`decode.subpixel`) detects thousands of vertices per face and the
   fit's cost grows with them while its accuracy does not (30 true synth-aflw DAFIs at 64 px,
   ~4200 detected per face: NME 1.46% with all, 1.46% with 1000, 1.47% with 500, at a tenth of
   the time); an even, deterministic subsample over the vertex order (which runs across the
@@ -116,7 +116,7 @@ def online_fit(model3d, y_obs_Vx2, detected_V, num_id=10, num_exp=5, prior=1.0,
 
   def residuals(z):
     pose, a = z[:6], z[6:]
-    verts = mean + np.tensordot(a[:k], id_b, 1) + np.tensordot(a[k:], ex_b, 1)
+    verts = linear_shape(mean, id_b, ex_b, a[:k], a[k:], xp=np)
     proj = pose[3] * verts @ _rotation64(*pose[:3]).T[:, :2] + pose[4:6]
     return np.concatenate([(proj - y).ravel(), np.sqrt(prior) * f_scale * a])
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from cprfa_jax.baselines import fitting
 from cprfa_jax.geometry import projection
+from cprfa_jax.mm.model import linear_shape
 
 DAMP_FLOOR = 1e-6      # relative floor of Marquardt's diagonal: a parameter no point moves
                        # (a zero Jacobian column) still gets a positive pivot
@@ -38,7 +39,7 @@ def _soft_l1(z):
 def _residuals(z_Z, y_Px2, w_P, mean_Px3, id_KxPx3, ex_ExPx3, prior, f_scale):
   k = id_KxPx3.shape[0]
   a = z_Z[6:]
-  verts = (mean_Px3 + jnp.tensordot(a[:k], id_KxPx3, 1) + jnp.tensordot(a[k:], ex_ExPx3, 1))
+  verts = linear_shape(mean_Px3, id_KxPx3, ex_ExPx3, a[:k], a[k:])   # Eq. 1 on the P points
   proj = projection.project(verts, z_Z[:6])                    # Eq. 2, weak perspective
   # Padding points have w = 0: no residual, no weight in the normal equations.
   r = ((proj - y_Px2) * jnp.sqrt(w_P)[:, None]).reshape(-1)

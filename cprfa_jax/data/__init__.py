@@ -1,1 +1,1 @@
-"""Data: example schema, synthetic and real data sets, augmentation."""
+"""Data: example schema, synthetic and real data sets, crops, augmentation, DAFI corruptions."""

@@ -34,8 +34,8 @@ import sys
 import cv2
 import numpy as np
 
-from cprfa_jax.data import real, tfds_io
-from cprfa_jax.data.real import ExampleError
+from cprfa_jax.data import crops, real, tfds_io
+from cprfa_jax.data.crops import ExampleError
 
 FILES = {"pts21": "AFLW_GT_pts21.npy", "pts68": "AFLW_GT_pts68.npy",
          "yaw": "AFLW_GT_crop_yaws.npy", "roi": "AFLW_GT_crop_roi_box.npy"}
@@ -71,10 +71,10 @@ def read_image(path) -> np.ndarray:
 def frame(image_HxWx3, box68_px_68x2, image_size: int, box_scale: float):
   """The training data's framing (`data.real`): (image (S, S, 3), to_crop(points) -> points),
   the crop square around the 68-point box, zero-padded, resized to S."""
-  x0, y0, side = real.crop_box(np.asarray(box68_px_68x2, np.float64), box_scale)
-  k, b = real.crop_affine(x0, y0, side, image_size)
+  x0, y0, side = crops.crop_box(np.asarray(box68_px_68x2, np.float64), box_scale)
+  k, b = crops.crop_affine(x0, y0, side, image_size)
   to_crop = lambda p: (k * np.asarray(p, np.float64) + b).astype(np.float32)
-  return real.crop_resize(image_HxWx3, x0, y0, side, image_size), to_crop
+  return crops.crop_resize(image_HxWx3, x0, y0, side, image_size), to_crop
 
 
 def write(name, examples, out_dir, spec_, meta, overwrite=False, encoding="bytes"):
@@ -204,7 +204,7 @@ def reannotated_points(source, path, num: int | None = None) -> np.ndarray:
 
   The set keeps neither the photo's landmarks nor the crop, so both are re-derived from the
   archive it was built from (`metadata["root"]`): the sorted `.jpg`/`.mat` pairs, minus the
-  `skipped` ones, give each example's row, and its `pt3d_68` the crop (`real.crop_box`). The
+  `skipped` ones, give each example's row, and its `pt3d_68` the crop (`crops.crop_box`). The
   recomputed crop must reproduce the set's own `landmarks`, or this refuses, naming the file.
   """
   meta = source.metadata
@@ -235,8 +235,8 @@ def reannotated_points(source, path, num: int | None = None) -> np.ndarray:
   size, scale = int(meta["image_size"]), float(meta.get("box_scale", 2.0))
   for j, (i, stem, mat) in enumerate(rows[:num]):
     lm = real.load_annotation(mat, "aflw2000")["pt3d_68"][:2].T - 1.0
-    x0, y0, side = real.crop_box(lm, scale)
-    k, b = real.crop_affine(x0, y0, side, size)
+    x0, y0, side = crops.crop_box(lm, scale)
+    k, b = crops.crop_affine(x0, y0, side, size)
     if not np.allclose(k * lm + b, source[j]["landmarks"], atol=1e-2):
       raise ValueError(f"{mat}: its pt3d_68 does not give example {j}'s landmarks of "
                        f"{source.path}: the archive changed since the set was built")

@@ -28,6 +28,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+
 def similarity_params(rng, max_rot_deg=30.0, max_shift=0.1, scale_range=(0.9, 1.1)):
   """Samples (angle rad, shift_2 normalised units, scale) with a host numpy Generator or seed.
 
@@ -116,18 +117,3 @@ def augment_example(example, angle, shift_2, scale):
   if "pose" in example:
     out["pose"] = transform_pose(example["pose"], angle, shift_2, scale)
   return out
-
-
-def augment_batch(examples, rng, **ranges):
-  """Augments each example with its own `similarity_params(rng, **ranges)` draw.
-
-  `examples` is a list of example dicts, or one dict of arrays with a leading batch axis B;
-  the result has the same form. `rng` is a numpy Generator or a seed (same seed, same batch).
-  """
-  rng = np.random.default_rng(rng)
-  if isinstance(examples, dict):
-    b = len(next(iter(examples.values())))
-    items = [{k: v[i] for k, v in examples.items()} for i in range(b)]
-    out = augment_batch(items, rng, **ranges)
-    return {k: np.stack([e[k] for e in out]) for k in examples}
-  return [augment_example(e, *similarity_params(rng, **ranges)) for e in examples]

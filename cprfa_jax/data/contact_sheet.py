@@ -16,6 +16,7 @@ import numpy as np
 
 from cprfa_jax.data import datasets
 from cprfa_jax.mm import load_model
+from cprfa_jax.report import draw
 
 
 def example_row(ex) -> np.ndarray:
@@ -59,7 +60,7 @@ def main(argv=None):
   else:
     exs = list(datasets.examples(model, args.set, args.image_size, num=args.num))
   sheet = contact_sheet(exs)
-  cv2.imwrite(args.out, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+  draw.save_png(args.out, sheet)
   print(args.out)
 
 

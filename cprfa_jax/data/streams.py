@@ -6,7 +6,7 @@
 
 The HS-U-Net, the landmark network and the three regressor stages all take their batches from
 `batches_fn(config, model3d, keys)`; the regressors then see the trained U-Net's DAFIs of *those*
-images (`stages.observe.Observer`). Each stage stacks only the keys it uses.
+images (`observe.Observer`). Each stage stacks only the keys it uses.
 
 Contract (`train.loop`): `batches(start)` yields this process's share of the global batches
 start + 1, start + 2, ... Global batch k is the same whatever step a run resumed at and however
@@ -34,8 +34,8 @@ from __future__ import annotations
 
 import grain
 import jax
-from jax.experimental import multihost_utils
 import numpy as np
+from jax.experimental import multihost_utils
 
 from cprfa_jax.data import augment, datasets, tfds_io
 

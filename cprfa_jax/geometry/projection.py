@@ -94,12 +94,8 @@ def from_pixels(pixels_Nx2, hw) -> jnp.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------
-# Euler angles in degrees for users: (pitch, yaw, roll) = (r_x, r_y, r_z) of Eq. 2.
-
-def pose_to_degrees(pose_6) -> jnp.ndarray:
-  """(pitch, yaw, roll) in degrees, with the signs of the module docstring."""
-  return jnp.degrees(jnp.asarray(pose_6)[..., :3])
-
+# Euler angles in degrees for users: (pitch, yaw, roll) = (r_x, r_y, r_z) of Eq. 2 (the
+# predictor reports np.degrees(pose[:3])).
 
 def pose_from_degrees(pitch, yaw, roll, s=1.0, tx=0.0, ty=0.0) -> jnp.ndarray:
   return jnp.array([np.radians(pitch), np.radians(yaw), np.radians(roll), s, tx, ty], jnp.float32)

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 from scipy.spatial import cKDTree
 
@@ -63,8 +63,17 @@ class MorphableModel:
     return self.exp_basis_ExVx3.shape[0]
 
 
+def linear_shape(mean_Vx3, id_basis_KxVx3, exp_basis_ExVx3, alpha_id_K, alpha_exp_E, xp=jnp):
+  """Eq. 1, the one place it is written: S = S̄ + A_id α_id + A_exp α_exp, on any vertex subset
+  (the bases' V) and in any array library `xp` with a `tensordot` (jax.numpy in the networks,
+  NumPy float64 in the host baseline fits). The bases hold as many components as the α."""
+  return (mean_Vx3 + xp.tensordot(alpha_id_K, id_basis_KxVx3, 1)
+          + xp.tensordot(alpha_exp_E, exp_basis_ExVx3, 1))
+
+
 def shape(model: MorphableModel, alpha_id_K, alpha_exp_E) -> jnp.ndarray:
-  """Eq. 1. alpha_id_K (K,), alpha_exp_E (E,) unit-variance coefficients -> vertices (V, 3).
+  """Eq. 1 (`linear_shape`). alpha_id_K (K,), alpha_exp_E (E,) unit-variance coefficients ->
+  vertices (V, 3).
 
   Fewer coefficients than bases are allowed (the rest are zero), as 300W-LP-style pipelines
   often use the first 40 identity and 10 expression components.
@@ -72,17 +81,25 @@ def shape(model: MorphableModel, alpha_id_K, alpha_exp_E) -> jnp.ndarray:
   alpha_id_K = jnp.asarray(alpha_id_K, jnp.float32)
   alpha_exp_E = jnp.asarray(alpha_exp_E, jnp.float32)
   k, e = alpha_id_K.shape[-1], alpha_exp_E.shape[-1]
-  return (model.mean_Vx3
-          + jnp.einsum("k,kvd->vd", alpha_id_K, model.id_basis_KxVx3[:k])
-          + jnp.einsum("e,evd->vd", alpha_exp_E, model.exp_basis_ExVx3[:e]))
+  return linear_shape(model.mean_Vx3, model.id_basis_KxVx3[:k], model.exp_basis_ExVx3[:e],
+                      alpha_id_K, alpha_exp_E)
+
+
+def split_alpha(alpha_A, num_id: int):
+  """The compact α = [α_id (K), α_exp (E)] the fit and the predictor carry -> (α_id, α_exp)."""
+  return alpha_A[..., :num_id], alpha_A[..., num_id:]
+
+
+def join_alpha(alpha_id_K, alpha_exp_E, xp=np):
+  """(α_id, α_exp) -> the compact α (`split_alpha`'s inverse), along the last axis."""
+  return xp.concatenate([alpha_id_K, alpha_exp_E], axis=-1)
 
 
 def vertices(model: MorphableModel, alpha_A) -> jnp.ndarray:
   """Eq. 1 from the compact α = [α_id (K), α_exp (E)] that the fit and the predictor carry
   (A = K + E, the regressor's `num_alpha`): vertices (V, 3)."""
   alpha_A = jnp.asarray(alpha_A, jnp.float32)
-  k = model.num_id
-  return shape(model, alpha_A[:k], alpha_A[k:])
+  return shape(model, *split_alpha(alpha_A, model.num_id))
 
 
 def pncc_code(mean_Vx3: np.ndarray) -> np.ndarray:

@@ -1,2 +1,1 @@
-"""Running a trained CPRFA pipeline on photos (`predictor.Predictor`), its command line
-(`python -m cprfa_jax.predict`) and its exported artifact (`export`)."""
+"""A trained pipeline on photos: `Predictor`, its command line and its exported artifact."""

@@ -25,15 +25,16 @@ import os
 import sys
 import time
 
+import numpy as np
 from absl import flags, logging
 from ml_collections import config_flags
-import numpy as np
 
 from cprfa_jax import cli
 from cprfa_jax.predict import boxes as boxes_lib
 from cprfa_jax.predict import export as export_lib
 from cprfa_jax.predict import outputs, photos
 from cprfa_jax.predict.predictor import Predictor
+from cprfa_jax.report import draw
 
 SCRIPT = "python -m cprfa_jax.predict"
 _CONFIG = config_flags.DEFINE_config_file("config", None, "The config the pipeline was trained "
@@ -104,8 +105,8 @@ def _write(job, faces, out_dir, triangles):
   base = os.path.join(out_dir, stem)
   outputs.write_json(base + ".json", os.path.basename(job.path), faces)
   outputs.write_faces_obj(base + ".obj", job.photo, faces, triangles)
-  outputs.save_png(base + "_overlay.png", outputs.overlay(job.photo, faces, triangles))
-  outputs.save_png(base + "_dafi.png", outputs.dafi_picture(faces))
+  draw.save_png(base + "_overlay.png", outputs.overlay(job.photo, faces, triangles))
+  draw.save_png(base + "_dafi.png", outputs.dafi_picture(faces))
 
 
 def _flush(jobs, predictor, out_dir, triangles) -> int:

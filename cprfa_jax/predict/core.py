@@ -1,7 +1,6 @@
 """From face crops to fitted faces in one pure function: U-Net (§2.1), DAFI decoding on the
-device (`dafi.decode_all_grid`, or `dafi_subpixel_jax` when the pipeline was trained with
-cpr.decode=subpixel), the landmark network (FAN-3D's role, §2.5) or landmarks given
-by the caller, and the CPR regressor's two rounds (Eq. 4-8). No host round trip: this is the
+device (`decode.decode_device`, by the method the regressors were trained with), the landmark
+network (FAN-3D's role, §2.5) or landmarks given by the caller, and the CPR regressor's two rounds (Eq. 4-8). No host round trip: this is the
 function `Predictor` jits and `predict.export` serialises.
 
 Everything it needs that is not an image is one pytree, `Weights` (parameters, model, PNCC grid,
@@ -21,11 +20,11 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from cprfa_jax import dafi as dafi_lib, dafi_subpixel_jax
+from cprfa_jax import decode, metrics
 from cprfa_jax.geometry import projection
 from cprfa_jax.mm.model import MorphableModel, vertices
-from cprfa_jax.models.cpr_regressor import Observations
-from cprfa_jax.stages import compiled, fit_eval
+from cprfa_jax.nets import build
+from cprfa_jax.nets.regressor import Observations
 
 MIN_DETECTED = 0.1   # fewer detected selected vertices than this fraction: a likely failure
 
@@ -37,7 +36,7 @@ class Weights:
   landmarks: Any                  # None: the regressor has no landmark branch (CPR(C))
   regressor: Any
   model3d: MorphableModel
-  grid: dafi_lib.PnccGrid
+  grid: decode.PnccGrid
   selected_C: jnp.ndarray
   layout_3xN: jnp.ndarray
 
@@ -61,26 +60,22 @@ def fit_crops(settings: Settings, w: Weights, crops_BxSxSx3, k_B, b_Bx2, landmar
   config, stage = settings.config, settings.stage
   s = crops_BxSxSx3.shape[1]
   hw = (s, s)
-  dafi, prob = compiled.unet_apply(compiled.unet_network(config), w.unet, crops_BxSxSx3)
+  dafi, prob = build.unet_apply(build.unet_network(config), w.unet, crops_BxSxSx3)
   mask = prob > 0.5
-  if config.cpr.get("decode", "pixel") == "subpixel":     # as the regressors were trained
-    px_BxVx2, det_BxV = jax.vmap(dafi_subpixel_jax.decode_all_subpixel,
-                                 in_axes=(0, 0, None, None))(dafi, mask, w.model3d.pncc_Vx3,
-                                                             config.cpr.match_dist)
-  else:
-    px_BxVx2, det_BxV = jax.vmap(dafi_lib.decode_all_grid, in_axes=(0, 0, None))(dafi, mask,
-                                                                                  w.grid)
+  # Decoded as the regressors were trained (cpr.decode), on the device.
+  px_BxVx2, det_BxV = decode.decode_device(config.cpr.get("decode", "pixel"), dafi, mask, w.grid,
+                                           w.model3d.pncc_Vx3, config.cpr.match_dist)
   y_all = projection.from_pixels(px_BxVx2, hw)
   k, b = k_B[:, None, None], b_Bx2[:, None, :]
   obs = Observations(y_all[:, w.selected_C], det_BxV[:, w.selected_C], y_all, det_BxV)
   if w.landmarks is not None:
-    lm_net = compiled.landmarks_apply(compiled.landmarks_network(config), w.landmarks,
+    lm_net = build.landmarks_apply(build.landmarks_network(config), w.landmarks,
                                       crops_BxSxSx3)[0]
     lm_crop = jnp.where(landmarks_given_B[:, None, None], k * landmarks_Bx68x2 + b, lm_net)
     obs = obs._replace(y_lm=projection.from_pixels(lm_crop, hw),
                        det_lm=jnp.ones(lm_crop.shape[:2], bool))
-  keys = compiled.inference_keys(config.seed, crops_BxSxSx3.shape[0])
-  out = compiled.regressor_apply(config, w.model3d, stage, w.regressor, w.selected_C,
+  keys = build.inference_keys(config.seed, crops_BxSxSx3.shape[0])
+  out = build.regressor_apply(config, w.model3d, stage, w.regressor, w.selected_C,
                                  w.layout_3xN, obs, keys)
   alpha, pose = out["alpha"], out["pose"]
   verts = jax.vmap(vertices, in_axes=(None, 0))(w.model3d, alpha)
@@ -89,7 +84,7 @@ def fit_crops(settings: Settings, w: Weights, crops_BxSxSx3, k_B, b_Bx2, landmar
   photo_px = (crop_px - b) / k
   depth = cam[..., 2:] * (s / 2.0) / k           # normalised units -> crop px -> photo px
   verts_px = jnp.concatenate([photo_px, depth], -1)
-  conf = fit_eval.reprojection_confidence(w.model3d, alpha, pose, y_all, det_BxV)
+  conf = metrics.reprojection_confidence(w.model3d, alpha, pose, y_all, det_BxV)
   detected = jnp.mean(det_BxV[:, w.selected_C].astype(jnp.float32), axis=1)
   # A NaN confidence (nothing detected) fails too: `>` alone would let it through.
   failure = ~(conf <= config.eval.failure_nme) | (detected < MIN_DETECTED)

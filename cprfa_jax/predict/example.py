@@ -20,18 +20,18 @@ import json
 import os
 import sys
 
-from absl import app, flags, logging
 import jax
 import jax.numpy as jnp
-from ml_collections import config_flags
 import numpy as np
+from absl import app, flags, logging
+from ml_collections import config_flags
 
 from cprfa_jax import cli, render
 from cprfa_jax.data import sampler, wild
 from cprfa_jax.geometry import projection
 from cprfa_jax.mm.model import shape
-from cprfa_jax.predict import outputs
 from cprfa_jax.predict.predictor import BOX_SCALE
+from cprfa_jax.report import draw
 
 SCRIPT = "python -m cprfa_jax.predict.example"
 # (centre x, centre y, landmark-box side) in photo pixels, (pitch, yaw, roll) in degrees.
@@ -100,7 +100,7 @@ def main(argv):
   model3d = cli.load_model(_CONFIG.value)
   photo, landmarks, boxes = group_photo(model3d, seed=_SEED.value)
   os.makedirs(_OUT.value, exist_ok=True)
-  outputs.save_png(os.path.join(_OUT.value, "group.png"), photo)
+  draw.save_png(os.path.join(_OUT.value, "group.png"), photo)
   with open(os.path.join(_OUT.value, "boxes.csv"), "w", encoding="utf-8") as f:
     f.write("image,x0,y0,x1,y1\n")
     for b in boxes:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 
 import cv2
 import numpy as np
@@ -229,10 +228,3 @@ def dafi_picture(faces, min_side: int = 128) -> np.ndarray:
     scale = max(1, min_side // crop.shape[0])
     rows.append(draw.tile_columns([draw.upscale(crop, scale), draw.upscale(dafi, scale)]))
   return draw.tile_rows(rows, align="centre")
-
-
-def save_png(path, rgb_HxWx3) -> None:
-  """Writes uint8 RGB as a PNG; OSError naming the path if OpenCV cannot."""
-  bgr = cv2.cvtColor(draw.to_uint8_rgb(rgb_HxWx3), cv2.COLOR_RGB2BGR)
-  if not cv2.imwrite(os.fspath(path), bgr):
-    raise OSError(f"{path}: cannot write the PNG; check the folder exists and is writable")

@@ -6,7 +6,7 @@
 
 A box is the face's 68-landmark bounding box [x0, y0, x1, y1] in photo pixels (the evaluation
 protocol's box; `predict.boxes` maps detector boxes to it). Each face is cropped as the real-data
-readers crop (`data.real`: a square of `box_scale` x the box's longer side around its centre,
+readers crop (`data.crops`: a square of `box_scale` x the box's longer side around its centre,
 zero-padded, resized to the network's size), and the crops go through one jitted function
 (`core.fit_crops`) in batches padded to a power of two, so a handful of compilations serve any
 number of faces.
@@ -30,17 +30,17 @@ constructor; they replace the landmark network's points in the fusion branch.
 from __future__ import annotations
 
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cprfa_jax import cli, dafi as dafi_lib
-from cprfa_jax.data import real
+from cprfa_jax import cli, decode, workdirs
+from cprfa_jax.batching import padded_batches
+from cprfa_jax.data import crops
 from cprfa_jax.geometry import projection
+from cprfa_jax.nets import build
 from cprfa_jax.predict import core
-from cprfa_jax.stages import common, fit
 
 BOX_SCALE = 2.0          # the framing every data set is built with (`data.real`, `data.sampler`)
 STAGES = ("capu", "cpr_h", "cpr")   # the most complete trained regressor is used
@@ -49,14 +49,10 @@ STAGES = ("capu", "cpr_h", "cpr")   # the most complete trained regressor is use
 def trained_stage(workdir: str) -> str:
   """The most complete regressor stage trained in a workdir (CPRFA, then CPR-H, then CPR(C))."""
   for stage in STAGES:
-    if os.path.isdir(os.path.join(common.stage_dir(workdir, stage), "checkpoints")):
+    if workdirs.is_trained(workdir, stage):
       return stage
   raise FileNotFoundError(f"{workdir}: no trained regressor (stages {', '.join(STAGES)}); "
                           f"train the pipeline first: python train.py --config ... --workdir {workdir}")
-
-
-def _bucket(n: int, max_batch: int) -> int:
-  return min(max_batch, 1 << max(0, (n - 1).bit_length()))
 
 
 class Predictor:
@@ -65,9 +61,9 @@ class Predictor:
 
   def __init__(self, config, model3d, params: dict, selection: dict, stage: str = "capu",
                landmarks=None, box_scale: float = BOX_SCALE, max_batch: int = 32):
-    if stage not in fit.VARIANTS:
-      raise ValueError(f"stage {stage!r}: choose from {sorted(fit.VARIANTS)}")
-    fused = fit.VARIANTS[stage]["fusion"]
+    if stage not in build.VARIANTS:
+      raise ValueError(f"stage {stage!r}: choose from {sorted(build.VARIANTS)}")
+    fused = build.VARIANTS[stage]["fusion"]
     if fused and params.get("landmarks") is None:
       raise ValueError(f"stage {stage} fuses landmarks: params['landmarks'] is needed")
     self.config, self.model3d, self.stage = config, model3d, stage
@@ -77,7 +73,7 @@ class Predictor:
     self.weights = core.Weights(
         unet=params["dafi"], landmarks=params["landmarks"] if fused else None,
         regressor=params["regressor"], model3d=model3d,
-        grid=dafi_lib.build_pncc_grid(np.asarray(model3d.pncc_Vx3), config.cpr.match_dist),
+        grid=decode.build_pncc_grid(np.asarray(model3d.pncc_Vx3), config.cpr.match_dist),
         selected_C=jnp.asarray(selection["selected"]), layout_3xN=jnp.asarray(selection["layout"]))
     self._fit = jax.jit(functools.partial(core.fit_crops, self.settings))
 
@@ -87,17 +83,11 @@ class Predictor:
     one it was trained with: a mismatch in a network's sizes is refused by name)."""
     model3d = cli.load_model(config) if model3d is None else model3d
     stage = stage or trained_stage(workdir)
-    fused = fit.VARIANTS[stage]["fusion"]
-    reg = common.params_of(config, workdir, stage)
-    if stage == "capu":
-      reg = {"stages_round1": common.params_of(config, workdir, "cpr_h")["stages_round1"], **reg}
-    params = {"dafi": common.params_of(config, workdir, "dafi"), "regressor": reg,
-              "landmarks": common.params_of(config, workdir, "landmarks") if fused else None}
-    path = common.selection_file(workdir)
-    if not os.path.exists(path):
-      raise FileNotFoundError(f"{path}: no vertex selection; train the dafi stage first")
-    with np.load(path) as f:
-      selection = {"selected": f["selected"], "layout": f["layout"]}
+    fused = build.VARIANTS[stage]["fusion"]
+    params = {"dafi": workdirs.params_of(config, workdir, "dafi"),
+              "regressor": workdirs.regressor_params(config, workdir, stage)[0],
+              "landmarks": workdirs.params_of(config, workdir, "landmarks") if fused else None}
+    selection = workdirs.read_selection(workdir, config.eval.num_selected)
     return cls(config, model3d, params, selection, stage, **kwargs)
 
   # -- crops ----------------------------------------------------------------------------------
@@ -106,9 +96,9 @@ class Predictor:
     uint8, k (F,), b (F, 2) with crop pixel = k * photo pixel + b."""
     crops, ks, bs = [], [], []
     for box in np.asarray(boxes_Fx4, np.float64).reshape(-1, 4):
-      x0, y0, side = real.crop_box(box.reshape(2, 2), self.box_scale)
-      crops.append(real.crop_resize(photo_HxWx3, x0, y0, side, self.size))
-      k, b = real.crop_affine(x0, y0, side, self.size)
+      x0, y0, side = crops.crop_box(box.reshape(2, 2), self.box_scale)
+      crops.append(crops.crop_resize(photo_HxWx3, x0, y0, side, self.size))
+      k, b = crops.crop_affine(x0, y0, side, self.size)
       ks.append(k)
       bs.append(b)
     return (np.stack(crops) if crops else np.zeros((0, self.size, self.size, 3), np.uint8),
@@ -123,10 +113,7 @@ class Predictor:
     given = np.isfinite(lm).all(axis=(1, 2))     # a NaN row: no landmarks given for that face
     lm = np.where(given[:, None, None], lm, 0.0).astype(np.float32)
     parts = []
-    for lo in range(0, n, self.max_batch):
-      hi = min(lo + self.max_batch, n)
-      size = _bucket(hi - lo, self.max_batch)
-      idx = np.minimum(np.arange(lo, lo + size), hi - 1)     # pad with the last face
+    for lo, hi, idx in padded_batches(n, self.max_batch, pow2=True):   # pad with the last face
       out = self._fit(self.weights, crops_FxSxSx3[idx], k_F[idx], b_Fx2[idx], lm[idx], given[idx])
       parts.append({key: np.asarray(v)[:hi - lo] for key, v in out.items()})
     if not parts:
@@ -173,6 +160,6 @@ class Predictor:
 
 def photo_pose(pose_crop_6, size: int, k: float, b_2, photo_hw) -> np.ndarray:
   """The crop's pose (Eq. 2 in the crop's normalised coordinates) for the whole photo: the
-  inverse of `data.real.crop_pose` (crop pixel q = k p + b <=> p = q / k - b / k)."""
-  return real.crop_pose(pose_crop_6, (size, size), 1.0 / k, -np.asarray(b_2, np.float64) / k,
+  inverse of `data.crops.crop_pose` (crop pixel q = k p + b <=> p = q / k - b / k)."""
+  return crops.crop_pose(pose_crop_6, (size, size), 1.0 / k, -np.asarray(b_2, np.float64) / k,
                         tuple(photo_hw)).astype(np.float32)

@@ -26,7 +26,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from cprfa_jax.geometry.projection import camera_points, rotation_matrix, to_pixels
+from cprfa_jax.geometry.projection import rotation_matrix, to_pixels
 from cprfa_jax.render import raster, shading
 from cprfa_jax.render.shading import Light
 
@@ -37,12 +37,6 @@ class Rendering(NamedTuple):
   rgb: jnp.ndarray     # (..., H, W, 3) float32 shaded image in [0, 1], 0 outside
   tri_id: jnp.ndarray  # (..., H, W) int32 visible triangle, -1 = background
   bary: jnp.ndarray    # (..., H, W, 3) float32 barycentric weights of its three vertices
-
-
-def pixel_vertices(verts_Vx3, pose_6, hw) -> jnp.ndarray:
-  """(V, 3): pixel x, y (`to_pixels`) and camera depth z (toward the camera) under Eq. 2."""
-  cam = camera_points(verts_Vx3, pose_6)
-  return jnp.concatenate([to_pixels(cam[:, :2], hw), cam[:, 2:]], -1)
 
 
 def _vertex_normals_flat(cam_BxVx3, triangles_Tx3):

@@ -12,6 +12,8 @@ Greek letters and signs of the paper's notation (Λ -> "Lam", − -> "-").
 
 from __future__ import annotations
 
+import os
+
 import cv2
 import numpy as np
 
@@ -202,3 +204,10 @@ def legend(entries, max_width: int, scale: float) -> np.ndarray:
     draw_marker(img, kind, colour, (x, yc - h / 2, x + marker_w, yc + h / 2), size)
     put_text(img, label, (x + marker_w + gap, yc + h / 2), scale)
   return img
+
+
+def save_png(path, rgb_HxWx3) -> None:
+  """Writes uint8 RGB as a PNG; OSError naming the path if OpenCV cannot."""
+  bgr = cv2.cvtColor(to_uint8_rgb(rgb_HxWx3), cv2.COLOR_RGB2BGR)
+  if not cv2.imwrite(os.fspath(path), bgr):
+    raise OSError(f"{path}: cannot write the PNG; check the folder exists and is writable")

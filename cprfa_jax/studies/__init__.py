@@ -1,2 +1,1 @@
-"""Studies beyond the paper's tables: the robustness of every method to DAFI corruption
-(`corruptions`)."""
+"""Studies beyond the paper's tables: robustness to DAFI corruption, the occlusion margin."""

@@ -1,5 +1,5 @@
 """The robustness study: every method of Table 2 on the same *ground-truth* DAFIs, degraded in
-controlled ways (`studies.corruptions`), at each level from none to severe.
+controlled ways (`data.corrupt`), at each level from none to severe.
 
     python -m cprfa_jax.studies.robustness --config configs/quickstart.py \
         --workdir runs/quickstart --out runs/robustness [--num 60] [--sizes 128,64,32]
@@ -28,18 +28,18 @@ import os
 import sys
 import time
 
+import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
-import numpy as np
 
-from cprfa_jax import cli, dafi as dafi_lib
-from cprfa_jax.data import datasets
+from cprfa_jax import cli, observe, workdirs
+from cprfa_jax.data import corrupt, datasets
+from cprfa_jax.decode import pixel
+from cprfa_jax.evaluate import methods as fit_eval
+from cprfa_jax.evaluate import table2
 from cprfa_jax.geometry import projection
-from cprfa_jax.predict.outputs import save_png
+from cprfa_jax.nets import build
 from cprfa_jax.report import curves, draw
-from cprfa_jax.stages import compiled, eval_stages, fit_eval, fit_report, observe
-from cprfa_jax.stages.common import params_of, selection_file, stage_dir
-from cprfa_jax.studies import corruptions
 
 SETS = ("synth-aflw", "synth-cofw")
 REGRESSORS = (("CPR(C)", "cpr"), ("CPR-H", "cpr_h"), ("CPRFA", "capu"))
@@ -51,11 +51,9 @@ def trained_on(config, workdir) -> dict:
   """{regressor stage: what its DAFIs were} from each stage's recorded config."""
   out = {}
   for _, stage in REGRESSORS:
-    path = os.path.join(stage_dir(workdir, stage), "history.jsonl")
-    if not os.path.exists(path):
+    lines = workdirs.history_rows(workdirs.stage_dir(workdir, stage))
+    if not lines:
       continue
-    with open(path, encoding="utf-8") as f:
-      lines = [json.loads(l) for l in f if l.strip()]
     cfg = next((l.get("config") for l in reversed(lines) if l.get("config")), None) or {}
     cpr = cfg.get("cpr", {})
     source = cpr.get("dafi_source", config.cpr.dafi_source)
@@ -98,19 +96,19 @@ def run_set(config, model3d, name, num, trained, sel, lm_params, sizes, kinds, l
   stack = lambda key, e=exs: np.stack([x[key] for x in e])
   truth = {"landmarks": stack("landmarks"), "yaw": stack("yaw")}
   # The landmark network on the clean images, once: the fused regressors' fixed-noise points.
-  lm_px = np.concatenate([np.asarray(compiled.landmarks(config)(lm_params, stack("image")[i:i + 32])[0])
+  lm_px = np.concatenate([np.asarray(build.landmarks(config)(lm_params, stack("image")[i:i + 32])[0])
                           for i in range(0, num, 32)])
   y_lm = np.asarray(projection.from_pixels(lm_px, hw), np.float32)
-  _, points, _ = fit_report.set_protocol(src, name)
-  tree = dafi_lib.build_pncc_tree(model3d.pncc_Vx3)
-  spacing = corruptions.pncc_spacing(model3d.pncc_Vx3)
+  _, points, _ = table2.set_protocol(src, name)
+  tree = pixel.build_pncc_tree(model3d.pncc_Vx3)
+  spacing = corrupt.pncc_spacing(model3d.pncc_Vx3)
   gt_dafi, gt_mask = stack("dafi").astype(np.float32), stack("mask").astype(bool)
   out = {}
   for ki, kind in enumerate(kinds):
     out[kind] = {}
-    for li, level in enumerate(corruptions.LEVELS[kind]):
+    for li, level in enumerate(corrupt.LEVELS[kind]):
       t0 = time.time()
-      pairs = [corruptions.corrupt(kind, gt_dafi[i], gt_mask[i], level,
+      pairs = [corrupt.corrupt(kind, gt_dafi[i], gt_mask[i], level,
                                    np.random.default_rng([config.seed, 12, ki, li, i]), spacing)
                for i in range(num)]
       d, m = np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
@@ -143,7 +141,7 @@ def run_set(config, model3d, name, num, trained, sel, lm_params, sizes, kinds, l
 def table_md(name, kind, results) -> str:
   levels = list(results)
   methods = list(results[levels[0]])
-  unit = corruptions.UNITS.get(kind, "image size (px)")
+  unit = corrupt.UNITS.get(kind, "image size (px)")
   lines = [f"#### {name}: {kind} ({unit})", "",
            "| method | " + " | ".join(levels) + " |", "|---|" + "---|" * len(levels)]
   for m in methods:
@@ -151,21 +149,19 @@ def table_md(name, kind, results) -> str:
   return "\n".join(lines) + "\n"
 
 
-def study(config, workdir, model3d, out_dir, num, sizes=(), kinds=tuple(corruptions.LEVELS),
+def study(config, workdir, model3d, out_dir, num, sizes=(), kinds=tuple(corrupt.LEVELS),
           sets=SETS, log=print, max_nme: float = 0.3) -> dict:
   """Runs the study and writes its JSON, PNGs and markdown; returns the JSON's dict."""
-  restore = eval_stages.restore
-  trained, steps = fit_report.trained_regressors(config, workdir, restore)
+  trained, steps = table2.trained_regressors(config, workdir)
   if not trained:
     raise FileNotFoundError(f"{workdir}: no trained regressor (cpr, cpr_h, capu); train them "
                             "first: python train.py --config ... --workdir " + workdir)
-  with np.load(selection_file(workdir)) as f:
-    sel = {"selected": f["selected"], "layout": f["layout"]}
-  lm_params = params_of(config, workdir, "landmarks")
+  sel = workdirs.read_selection(workdir)
+  lm_params = workdirs.params_of(config, workdir, "landmarks")
   os.makedirs(out_dir, exist_ok=True)
   t0 = time.time()
-  result = {"num_images": num, "levels": {k: list(corruptions.LEVELS[k]) for k in kinds},
-            "units": {**{k: corruptions.UNITS[k] for k in kinds}, RESOLUTION: "image size (px)"},
+  result = {"num_images": num, "levels": {k: list(corrupt.LEVELS[k]) for k in kinds},
+            "units": {**{k: corrupt.UNITS[k] for k in kinds}, RESOLUTION: "image size (px)"},
             "trained_on": trained_on(config, workdir), "steps": steps,
             "image_size": config.data.image_size, "sets": {}}
   md = ["## Robustness to DAFI corruption", "",
@@ -181,13 +177,13 @@ def study(config, workdir, model3d, out_dir, num, sizes=(), kinds=tuple(corrupti
       series = {m: [by_level[l][m] for l in by_level] for m in methods}
       levels = [float(l) for l in by_level]
       img = curves.level_plot(series, levels, f"{name}: {kind}", result["units"][kind])
-      save_png(os.path.join(out_dir, f"robustness_{name}_{kind}.png"), img)
+      draw.save_png(os.path.join(out_dir, f"robustness_{name}_{kind}.png"), img)
       # The overview: every corruption on one y range (values above max_nme drawn at the top),
       # so the panels compare at a glance.
       panels.append(curves.level_plot(series, levels, f"{name}: {kind}", result["units"][kind],
                                       max_nme=max_nme))
     rows = [draw.tile_columns(panels[i:i + 3], pad=0) for i in range(0, len(panels), 3)]
-    save_png(os.path.join(out_dir, f"robustness_{name}.png"), draw.tile_rows(rows, pad=0))
+    draw.save_png(os.path.join(out_dir, f"robustness_{name}.png"), draw.tile_rows(rows, pad=0))
   result["seconds"] = round(time.time() - t0, 1)
   with open(os.path.join(out_dir, "robustness.json"), "w", encoding="utf-8") as f:
     json.dump(result, f, indent=1, allow_nan=False)
@@ -203,7 +199,7 @@ _OUT = flags.DEFINE_string("out", None, "Output folder.")
 _NUM = flags.DEFINE_integer("num", 60, "Images per set.")
 _SIZES = flags.DEFINE_list("sizes", ["128", "64", "32"], "Image sizes of the resolution axis "
                            "(px, none to severe; empty: skip it).")
-_KINDS = flags.DEFINE_list("corruptions", list(corruptions.LEVELS), "Corruptions to sweep.")
+_KINDS = flags.DEFINE_list("corruptions", list(corrupt.LEVELS), "Corruptions to sweep.")
 _SETS = flags.DEFINE_list("sets", list(SETS), "Synthetic sets with true DAFIs.")
 _MAX_NME = flags.DEFINE_float("max_nme", 0.3, "Top of the overview figures' y axis (NME as a "
                               "fraction; larger values are drawn at the top).")
@@ -217,10 +213,10 @@ def main(argv):
       cli.fail(SCRIPT, f"--{name} is required (see {SCRIPT} --help)")
   if _CONFIG.value is None:
     cli.fail(SCRIPT, f"--config is required (see {SCRIPT} --help)")
-  bad = [k for k in _KINDS.value if k not in corruptions.LEVELS]
+  bad = [k for k in _KINDS.value if k not in corrupt.LEVELS]
   if bad:
     cli.fail(SCRIPT, f"--corruptions: unknown {', '.join(bad)}; use any of "
-             f"{', '.join(corruptions.LEVELS)}")
+             f"{', '.join(corrupt.LEVELS)}")
   bad = [n for n in _SETS.value if n not in SETS]
   if bad:
     cli.fail(SCRIPT, f"--sets: {', '.join(bad)} has no true DAFIs; use any of {', '.join(SETS)}")

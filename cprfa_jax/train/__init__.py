@@ -1,1 +1,1 @@
-"""Training infrastructure shared by every stage."""
+"""Training: the shared loop, checkpoints, sharding, history, the stages and the pipeline."""

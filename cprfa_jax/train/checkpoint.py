@@ -67,7 +67,7 @@ def config_changes(saved: dict, current: dict):
   """(refused, changed): dotted keys whose values differ, split into those that change what the
   parameters mean (refused on restore) and the rest (allowed, recorded in the history).
 
-  With `current["identity_keys"]` (a stage's config, `stages.common.stage_config`) only keys
+  With `current["identity_keys"]` (a stage's config, `workdirs.stage_config`) only keys
   under those prefixes are refused; without it every key but the schedule and evaluation ones.
   A key the saved config does not have (written by older code) is a change, not a refusal.
   Both sides go through JSON first, so a tuple and the list it was saved as compare equal."""

@@ -15,6 +15,8 @@ import time
 import jax
 from jax.experimental import multihost_utils
 
+from cprfa_jax import workdirs
+
 
 class History:
   """Process 0 writes the file; every process keeps the skipped batches in memory, so after a
@@ -37,10 +39,7 @@ class History:
       f.write(json.dumps(row, default=str) + "\n")
 
   def rows(self) -> list[dict]:
-    if not os.path.exists(self.path):
-      return []
-    with open(self.path) as f:
-      return [json.loads(line) for line in f if line.strip()]
+    return workdirs.history_rows(os.path.dirname(self.path))
 
   def skipped_batches(self) -> list[int]:
     """The batch indices skipped by rewinds: those in the file when this History was made, and

@@ -1,4 +1,4 @@
-"""`dafi_subpixel`'s sub-pixel decoding in pure JAX (jit / vmap-able), for the device: the same
+"""`decode.subpixel`'s sub-pixel decoding in pure JAX (jit / vmap-able), for the device: the same
 four steps on every vertex, in float32.
 
 1. the nearest face pixel to each vertex code: brute force over the pixels, in chunks of
@@ -7,7 +7,7 @@ four steps on every vertex, in float32.
 2. the local affine fit of the PNCC field at every pixel, from shifted copies of the image
    (the (2r+1)^2 neighbourhood sums of the normal equations), inverted by the adjugate;
 3. the 2 x 2 solve for each vertex at its pixel, and once more at the pixel it points to
-   (`dafi_subpixel.solve_offsets`, the host version's, on jax.numpy);
+   (`decode.subpixel.solve_offsets`, the host version's, on jax.numpy);
 4. the threshold on the interpolated code, inside the fitted neighbourhood.
 
 Guards as in the host version: a singular neighbourhood or a flat field leaves the vertex
@@ -22,8 +22,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from cprfa_jax.dafi import MATCH_DIST, _check
-from cprfa_jax.dafi_subpixel import solve_offsets
+from cprfa_jax.decode.pixel import MATCH_DIST, check_inputs
+from cprfa_jax.decode.subpixel import solve_offsets
 
 _DET_FLOOR = 1e-6        # float32: relative floors of the 3 x 3 and 2 x 2 determinants
 
@@ -80,9 +80,9 @@ def _solve(c0, jac_t, fitted, codes_v):
 def decode_all_subpixel(dafi_HxWx3, mask_HxW, pncc_Vx3, max_dist: float = MATCH_DIST,
                         radius: int = 1, chunk: int = 0):
   """Every vertex's sub-pixel position (V, 2) float32 pixels and detected (V,) — the contract
-  of `dafi_subpixel.decode_dafi_subpixel` with subset None. chunk: vertices per distance
+  of `decode.subpixel.decode_dafi_subpixel` with subset None. chunk: vertices per distance
   block (0: about 2^22 distances per block)."""
-  _check(dafi_HxWx3, mask_HxW)
+  check_inputs(dafi_HxWx3, mask_HxW)
   if radius < 1:
     raise ValueError(f"radius={radius}: the local fit needs a neighbourhood, use radius >= 1")
   h, w = mask_HxW.shape

@@ -1,7 +1,7 @@
 """Which trained stages evaluate.py scores, and whether each finished its training.
 
 Each stage's checkpoint is read with the stage's own slice of the config
-(`common.stage_config`), and its step compared with the steps the config asks of that stage:
+(`workdirs.stage_config`), and its step compared with the steps the config asks of that stage:
 `train.num_steps` for the U-Net, `lmnet.train.num_steps` for the landmark network,
 `cpr.train.num_steps` for the regressors. A stage short of them is refused, unless the user
 allows it; then every table row that rests on it says so, in the markdown and in the JSON.
@@ -9,8 +9,7 @@ allows it; then every table row that rests on it says so, in the markdown and in
 
 from __future__ import annotations
 
-from cprfa_jax.stages import common
-from cprfa_jax.train import checkpoint, history
+from cprfa_jax import workdirs
 
 
 class UnfinishedStageError(ValueError):
@@ -19,27 +18,15 @@ class UnfinishedStageError(ValueError):
 
 def steps_flag(stage: str) -> str:
   """The flag that sets a stage's number of steps."""
-  return common.stage_flag(stage, "train.num_steps")
-
-
-def restore(config, root: str, stage: str, config_file: str = "CONFIG"):
-  """(params, step) of a stage's latest checkpoint in root/<stage>. Without one, the error names
-  the root workdir (the one train.py and evaluate.py take) and the command that trains it."""
-  try:
-    return checkpoint.restore_params(common.stage_dir(root, stage),
-                                     common.stage_config(config, stage).to_dict())
-  except FileNotFoundError:
-    raise FileNotFoundError(
-        f"{root}: stage {stage} has no checkpoint in {common.stage_dir(root, stage)}; train it "
-        f"first: .venv/bin/python train.py --config {config_file} --workdir {root}") from None
+  return workdirs.stage_flag(stage, "train.num_steps")
 
 
 def status(config, stage: str, step: int, root: str | None = None) -> dict:
   """{step, num_steps, num_steps_flag, unfinished, rewinds, config_changes} of a stage's
   evaluated checkpoint; the last two from the stage's history.jsonl (`train.history`): every
   rewind past a non-finite step, and every resume that changed a schedule key."""
-  num = int(common.stage_config(config, stage).train.num_steps)
-  rows = history.History(common.stage_dir(root, stage)).rows() if root else []
+  num = int(workdirs.stage_config(config, stage).train.num_steps)
+  rows = workdirs.history_rows(workdirs.stage_dir(root, stage)) if root else []
   return {"step": int(step), "num_steps": num, "num_steps_flag": steps_flag(stage),
           "unfinished": int(step) < num,
           "rewinds": [{k: r[k] for k in ("step", "restored_step", "skipped_batch") if k in r}

@@ -1,4 +1,9 @@
-"""The pipeline's inference functions, each jitted once: the one compile cache.
+"""One builder per network, and the pipeline's inference functions, each jitted once: the one
+compile cache.
+
+`unet_network`, `landmarks_network` and `regressor_network` are the only places a network is
+built from a config; the trainers (`train.stages`), the evaluation and the predictor all call
+them, so a network's definition cannot drift between training and inference.
 
 Parameters, the 3DMM, the selected vertices and the observations are *arguments* of every
 function here, never closed over, so one compiled function serves every workdir, parameter set
@@ -12,12 +17,32 @@ from __future__ import annotations
 import functools
 
 import jax
+import jax.numpy as jnp
 
-from cprfa_jax.models import landmark_net
-from cprfa_jax.models.hs_unet import HSUNet
-from cprfa_jax.models.landmark_net import STRIDE, LandmarkNet
-from cprfa_jax.stages import fit
-from cprfa_jax.stages.dafi import preprocess
+from cprfa_jax.nets import landmark_net
+from cprfa_jax.nets.hs_unet import HSUNet
+from cprfa_jax.nets.landmark_net import STRIDE, LandmarkNet
+from cprfa_jax.nets.regressor import CprRegressor
+
+# The regressor stages (§2.5, §3.4's ablation): which branches each one has.
+VARIANTS = {"cpr": dict(fusion=False, capu=False), "cpr_h": dict(fusion=True, capu=False),
+            "capu": dict(fusion=True, capu=True)}
+
+
+def preprocess(image_BxHxWx3) -> jnp.ndarray:
+  """uint8 RGB -> float32 centred on 0: the input of both image networks."""
+  return jnp.asarray(image_BxHxWx3, jnp.float32) / 255.0 - 0.5
+
+
+def regressor_network(config, model3d, stage) -> CprRegressor:
+  """The CPR regressor of a stage (`VARIANTS`) for this config and 3DMM."""
+  if stage not in VARIANTS:
+    raise ValueError(f"stage {stage!r} is not a regressor stage: choose from {sorted(VARIANTS)}")
+  c = config.cpr
+  return CprRegressor(num_alpha=model3d.num_id + model3d.num_exp, num_stages=c.num_stages,
+                      width=c.width, features=c.features, hidden=c.hidden, kappa=c.kappa,
+                      max_sampled=c.max_sampled, num_path=c.num_path, pool=c.pool,
+                      **VARIANTS[stage])
 
 
 def unet(config):
@@ -61,10 +86,10 @@ def landmarks_apply(net, params, images):
 
 def regressor(config, model3d, stage):
   """(params, model3d, sel_C, layout_3xN, obs: Observations, keys (B, 2)) -> the regressor's
-  outputs (`models.cpr_regressor.CprRegressor`). `keys` are per-example PRNG keys for round 2's
+  outputs (`nets.regressor.CprRegressor`). `keys` are per-example PRNG keys for round 2's
   κ sample; inference passes the same key for every image (`inference_keys`), so an image's fit
   does not depend on its batch or its place in it."""
-  net = fit.regressor(config, model3d, stage)
+  net = regressor_network(config, model3d, stage)
   return _regressor(net)
 
 
@@ -77,7 +102,7 @@ def _regressor(net):
 
 def regressor_apply(config, model3d, stage, params, sel_C, layout_3xN, obs, keys):
   """The regressor, unjitted, for use inside a larger jitted function (`predict.core`)."""
-  return fit.regressor(config, model3d, stage).apply({"params": params}, model3d, sel_C,
+  return regressor_network(config, model3d, stage).apply({"params": params}, model3d, sel_C,
                                                      layout_3xN, obs, keys)
 
 

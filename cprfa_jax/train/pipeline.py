@@ -14,17 +14,20 @@ pipeline restarts where it stopped.
 
 from __future__ import annotations
 
-import os
 import time
 
-import jax
-import numpy as np
-
-from cprfa_jax.data import streams
-from cprfa_jax.stages import dafi, dafi_eval, fit, landmarks, observe
-from cprfa_jax.stages.common import (params_of, selection_file, stage_config, stage_flag,
-                                     stage_dir)
+from cprfa_jax import observe
+from cprfa_jax.nets import build
 from cprfa_jax.train import loop
+from cprfa_jax.train.selection import ensure_selection
+from cprfa_jax.train.stages import dafi, landmarks, regressors
+from cprfa_jax.workdirs import (
+  is_trained,
+  params_of,
+  stage_config,
+  stage_dir,
+  stage_flag,
+)
 
 ORDER = ("dafi", "landmarks", "cpr", "cpr_h", "capu")
 NEEDS = {"cpr": ("dafi",), "cpr_h": ("dafi", "landmarks"), "capu": ("dafi", "landmarks", "cpr_h")}
@@ -37,34 +40,6 @@ def check_stages(stages) -> None:
     raise ValueError(f"--config.stages: unknown {unknown}; choose from {ORDER}")
   if list(stages) != sorted(stages, key=ORDER.index):
     raise ValueError(f"--config.stages={stages}: stages must run in the order {ORDER}")
-
-
-def ensure_selection(config, root, model3d, log=print) -> dict:
-  """§2.2's vertex selection with the trained U-Net on the reference set (§3.1: the ~1% of the
-  training images held out of training, `data.num_reference` of them; `data.streams`),
-  computed once, then read back."""
-  path = selection_file(root)
-  if not os.path.exists(path):
-    ref = streams.reference_set(config, model3d, log)
-    decoded = dafi_eval.decode_set(config, params_of(config, root, "dafi"), model3d, ref, len(ref))
-    sel = dafi_eval.select_vertices(decoded, model3d, config.eval.num_selected,
-                                    config.eval.accuracy_tau, config.seed)
-    # Every process computes the same selection; one writes it (a shared workdir).
-    if jax.process_index() == 0:
-      tmp = path + ".tmp.npz"
-      np.savez(tmp, **sel)
-      os.replace(tmp, path)
-      log(f"selected C = {config.eval.num_selected} vertices on {len(ref)} reference images "
-          f"({config.data.train}): {path}")
-    else:
-      return sel
-  with np.load(path) as f:
-    sel = dict(f)
-  if sel["selected"].shape != (config.eval.num_selected,):
-    raise ValueError(f"{path} holds {sel['selected'].shape[0]} vertices but "
-                     f"--config.eval.num_selected={config.eval.num_selected}; delete the file to "
-                     "select again")
-  return sel
 
 
 def run_stage(config, root, stage, model3d, log=print, config_file="CONFIG"):
@@ -85,7 +60,7 @@ def _run_stage(config, root, stage, model3d, log=print):
   view = stage_config(config, stage)
   sdir = stage_dir(root, stage)
   for dep in NEEDS.get(stage, ()):
-    if not os.path.isdir(os.path.join(stage_dir(root, dep), "checkpoints")):
+    if not is_trained(root, dep):
       raise FileNotFoundError(f"stage {stage} needs stage {dep} trained in {stage_dir(root, dep)}: "
                               f"add it to --config.stages")
   log(f"== stage {stage} -> {sdir}")
@@ -96,11 +71,12 @@ def _run_stage(config, root, stage, model3d, log=print):
     landmarks.run(view, sdir, model3d, log=log)
   else:
     sel = ensure_selection(config, root, model3d, log)
-    fused = fit.VARIANTS[stage]["fusion"]
+    fused = build.VARIANTS[stage]["fusion"]
     observer = observe.Observer(config, root, model3d, fused, config.cpr.dafi_source,
-                        config.cpr.landmark_dropout if fused else 0.0)
+                                config.cpr.landmark_dropout if fused else 0.0)
     frozen = params_of(config, root, "cpr_h")["stages_round1"] if stage == "capu" else None
-    fit.run(view, sdir, model3d, stage, sel["selected"], sel["layout"], observer, frozen, log=log)
+    regressors.run(view, sdir, model3d, stage, sel["selected"], sel["layout"], observer, frozen,
+                   log=log)
 
 
 def run(config, root, model3d, log=print, config_file="CONFIG"):

@@ -23,7 +23,7 @@ Singular points are guarded where they arise: a neighbourhood with fewer than th
 non-collinear face pixels (the normal equations' determinant ~ 0) or a flat field (JᵀJ ~ 0)
 leaves the vertex undetected rather than dividing by zero.
 
-Host NumPy + scipy, same contract as `dafi.decode_dafi_kdtree`: positions (V', 2) in 0-based
+Host NumPy + scipy, same contract as `decode.pixel.decode_dafi_kdtree`: positions (V', 2) in 0-based
 pixels (x = column, y = row), detected (V',), undetected at (0, 0).
 """
 
@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
-from cprfa_jax.dafi import MATCH_DIST, _check
+from cprfa_jax.decode.pixel import MATCH_DIST, check_inputs
 
 # Determinant floors of the two solves, relative to their scale (float64 throughout).
 _DET_FLOOR = 1e-9
@@ -72,7 +72,7 @@ def _pixel_fits(dafi, mask, rows, cols, radius):
 
 def solve_offsets(c0, jac_t, fitted, codes_v, xp=np, floor=_DET_FLOOR, tiny=1e-30):
   """Step 3 for each vertex from its pixel's fit: (Δ (n, 2), residual (n,), solvable (n,)).
-  xp: numpy here, jax.numpy in `dafi_subpixel_jax` (with float32 floors)."""
+  xp: numpy here, jax.numpy in `decode.subpixel_device` (with float32 floors)."""
   # (JᵀJ) Δ = Jᵀ (c_v - c0) by Cramer's rule where the 2 x 2 determinant is clear of zero
   # relative to its diagonal (a flat or one-directional field leaves the vertex unsolvable,
   # not at a division by ~0).
@@ -95,7 +95,7 @@ def decode_dafi_subpixel(dafi_HxWx3, mask_HxW, pncc_Vx3, subset_C=None,
   `subset_C` is None). See the module docstring for the method."""
   dafi = np.asarray(dafi_HxWx3, np.float64)
   mask = np.asarray(mask_HxW, bool)
-  _check(dafi, mask)
+  check_inputs(dafi, mask)
   if radius < 1:
     raise ValueError(f"radius={radius}: the local fit needs a neighbourhood, use radius >= 1")
   pncc = np.asarray(pncc_Vx3, np.float64)

@@ -22,27 +22,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cprfa_jax import decode, observe
 from cprfa_jax.cpr import path
 from cprfa_jax.data import streams
+from cprfa_jax.mm.model import join_alpha
+from cprfa_jax.nets import build
+from cprfa_jax.nets.regressor import generated_points
 from cprfa_jax.numerics import safe_norm
-from cprfa_jax.models.cpr_regressor import CprRegressor, Observations, generated_points
 from cprfa_jax.train import loop
 
-VARIANTS = {"cpr": dict(fusion=False, capu=False), "cpr_h": dict(fusion=True, capu=False),
-            "capu": dict(fusion=True, capu=True)}
 STREAM_KEYS = ("image", "dafi", "mask", "alpha_id", "alpha_exp", "pose")
 
 
 def validate(config, stage) -> None:
   c = config.cpr
-  if stage not in VARIANTS:
-    raise ValueError(f"stage {stage!r} is not a CPR stage: {sorted(VARIANTS)}")
+  if stage not in build.VARIANTS:
+    raise ValueError(f"stage {stage!r} is not a CPR stage: {sorted(build.VARIANTS)}")
   if c.dafi_source not in ("unet", "corrupted_gt"):
     raise ValueError(f"--config.cpr.dafi_source={c.dafi_source!r}: use 'unet' or 'corrupted_gt'")
-  if c.corruption not in ("mild", "study", "none"):
-    raise ValueError(f"--config.cpr.corruption={c.corruption!r}: use 'mild', 'study' or 'none'")
-  if c.decode not in ("pixel", "subpixel"):
-    raise ValueError(f"--config.cpr.decode={c.decode!r}: use 'pixel' or 'subpixel'")
+  if c.corruption not in ("mild", "study"):
+    raise ValueError(f"--config.cpr.corruption={c.corruption!r}: use 'mild' or 'study'")
+  decode.check_method(c.decode)
   if c.pool not in ("mean", "flatten"):
     raise ValueError(f"--config.cpr.pool={c.pool!r}: use 'mean' or 'flatten'")
   if not 0 < c.kappa <= 1:
@@ -55,13 +55,6 @@ def validate(config, stage) -> None:
   if not 0 <= c.landmark_dropout < 1:
     raise ValueError(f"--config.cpr.landmark_dropout={c.landmark_dropout} must be in [0, 1)")
 
-
-def regressor(config, model3d, stage) -> CprRegressor:
-  c = config.cpr
-  return CprRegressor(num_alpha=model3d.num_id + model3d.num_exp, num_stages=c.num_stages,
-                      width=c.width, features=c.features, hidden=c.hidden, kappa=c.kappa,
-                      max_sampled=c.max_sampled, num_path=c.num_path, pool=c.pool,
-                      **VARIANTS[stage])
 
 
 def kappa_sample_line(config, model3d) -> str:
@@ -76,13 +69,6 @@ def kappa_sample_line(config, model3d) -> str:
                    f"{b.needed} (V = {model3d.num_vertices}): images with more than "
                    f"{int(b.k_max / c.kappa)} detected vertices use fewer than κ of them")
   return line + f" (ceil(κ · V), V = {model3d.num_vertices}: never capped)"
-
-
-def to_observations(batch, sel_C) -> Observations:
-  """A batch of `observe.observations` arrays -> the regressor's input."""
-  y_all, det_all = jnp.asarray(batch["y_all"]), jnp.asarray(batch["det_all"])
-  lm = (jnp.asarray(batch["y_lm"]), jnp.asarray(batch["det_lm"])) if "y_lm" in batch else (None, None)
-  return Observations(y_all[:, sel_C], det_all[:, sel_C], y_all, det_all, *lm)
 
 
 def fit_loss(model3d, points_P, alpha_QxBxA, pose_QxBx6, alpha_gt_BxA, pose_gt_Bx6,
@@ -109,8 +95,8 @@ def fit_loss(model3d, points_P, alpha_QxBxA, pose_QxBx6, alpha_gt_BxA, pose_gt_B
 def stage_fns(config, model3d, stage, sel_C, layout_3xN, frozen_round1=None):
   """(init_fn, loss_fn) for `loop.train`. For capu the trained parameters are round 2's only;
   round 1 is `frozen_round1` (CPR-H's `stages_round1`)."""
-  net = regressor(config, model3d, stage)
-  capu = VARIANTS[stage]["capu"]
+  net = build.regressor_network(config, model3d, stage)
+  capu = build.VARIANTS[stage]["capu"]
   if capu and frozen_round1 is None:
     raise ValueError("the capu stage needs the trained CPR-H round 1 (stage cpr_h) first")
   sel = jnp.asarray(sel_C)
@@ -120,12 +106,12 @@ def stage_fns(config, model3d, stage, sel_C, layout_3xN, frozen_round1=None):
 
   def init_fn(rng, batch):
     one = jax.tree.map(lambda a: a[:1], batch)
-    params = net.init(rng, model3d, sel, layout, to_observations(one, sel), rng)["params"]
+    params = net.init(rng, model3d, sel, layout, observe.to_observations(one, sel), rng)["params"]
     return {"stages_round2": params["stages_round2"]} if capu else params
 
   def loss_fn(params, batch, rng):
     out = net.apply({"params": full(params)}, model3d, sel, layout,
-                    to_observations(batch, sel), rng)
+                    observe.to_observations(batch, sel), rng)
     r = out["round2" if capu else "round1"]
     return fit_loss(model3d, points, r["alpha"], r["pose"], batch["alpha"], batch["pose"],
                     config.cpr.param_weight)
@@ -149,7 +135,7 @@ class Observed:
     b = next(self._batches)
     out = self._observe(b, self._k)
     self._k += 1
-    out["alpha"] = np.concatenate([b["alpha_id"], b["alpha_exp"]], axis=1).astype(np.float32)
+    out["alpha"] = join_alpha(b["alpha_id"], b["alpha_exp"]).astype(np.float32)
     out["pose"] = b["pose"].astype(np.float32)
     return out
 

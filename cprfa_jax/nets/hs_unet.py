@@ -13,7 +13,6 @@ from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
-import optax
 
 
 class ConvBlock(nn.Module):
@@ -63,34 +62,3 @@ class HSUNet(nn.Module):
       if len(skips) - 1 - level <= 2:           # at 1/4, 1/2 and full resolution
         outputs.append(head(x))
     return outputs  # [(dafi (B, H/4, W/4, 3), mask logits (B, H/4, W/4)), ..., full]
-
-
-def downsample_targets(dafi_BxHxWx3, mask_BxHxW, factor: int):
-  """Ground truth at 1/factor: the mask is the fraction of face pixels in each block (a soft
-  target for the cross-entropy); the DAFI is the mean colour over the face pixels of the block,
-  counted only where the whole block is face, so no averaged code mixes face and background."""
-  if factor == 1:
-    return dafi_BxHxWx3, mask_BxHxW.astype(jnp.float32), mask_BxHxW.astype(jnp.float32)
-  b, h, w, _ = dafi_BxHxWx3.shape
-  m = mask_BxHxW.astype(jnp.float32).reshape(b, h // factor, factor, w // factor, factor)
-  d = dafi_BxHxWx3.reshape(b, h // factor, factor, w // factor, factor, 3)
-  frac = m.mean((2, 4))
-  dafi = (d * m[..., None]).sum((2, 4)) / jnp.maximum(m.sum((2, 4)), 1.0)[..., None]
-  return dafi, frac, (frac >= 1.0).astype(jnp.float32)
-
-
-def hs_unet_loss(outputs, dafi_BxHxWx3, mask_BxHxW):
-  """Sum over the three groups of L1 (inside the mask) + sigmoid cross-entropy. Returns
-  (loss, metrics dict)."""
-  full_h = dafi_BxHxWx3.shape[1]
-  total, metrics = 0.0, {}
-  for pred_dafi, logits in outputs:
-    factor = full_h // pred_dafi.shape[1]
-    gt_dafi, gt_mask, weight = downsample_targets(dafi_BxHxWx3, mask_BxHxW, factor)
-    l1 = (jnp.abs(pred_dafi - gt_dafi).sum(-1) * weight).sum() / jnp.maximum(weight.sum(), 1.0)
-    ce = optax.sigmoid_binary_cross_entropy(logits, gt_mask).mean()
-    total = total + l1 + ce
-    metrics[f"l1_1/{factor}"] = l1
-    metrics[f"ce_1/{factor}"] = ce
-  metrics["loss"] = total
-  return total, metrics

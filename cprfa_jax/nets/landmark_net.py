@@ -24,7 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cprfa_jax.models.hs_unet import ConvBlock, encoder
+from cprfa_jax.nets.hs_unet import ConvBlock, encoder
 
 NUM_LANDMARKS = 68
 STRIDE = 2                      # heatmaps at 1/2 of the input: soft-argmax recovers sub-pixels

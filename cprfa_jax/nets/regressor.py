@@ -32,15 +32,15 @@ from __future__ import annotations
 from typing import NamedTuple, Optional
 
 import flax.linen as nn
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from cprfa_jax import cpr
+from cprfa_jax.cpr import path
 from cprfa_jax.geometry.projection import project
 from cprfa_jax.mm.model import vertices
-from cprfa_jax.cpr import path
-from cprfa_jax.models.cpr_net import BetaNet, CrossFusion, RecurrentHead
+from cprfa_jax.nets.cpr_net import BetaNet, CrossFusion, RecurrentHead
 
 GROUPS = ("alpha", "rxy", "rz", "s")    # Eq. 4's order; t follows from Λ_t
 POSE_SLICES = {"rxy": slice(0, 2), "rz": slice(2, 3), "s": slice(3, 4), "t": slice(4, 6)}
@@ -137,7 +137,7 @@ def landmark_order(model3d) -> np.ndarray:
   mean-shape x (the subject's left half; the 10 midline landmarks split by their small x
   offsets) first, then the other 34, so `cpr.cpr_layout(68)` gives the same channels as the
   DAFI CPR: left half, right half, and every other point of each (N = 34)."""
-  # jnp, not np: the model may be a traced argument (`stages.compiled` jits with it as one).
+  # jnp, not np: the model may be a traced argument (`nets.build` jits with it as one).
   x = jnp.asarray(model3d.mean_Vx3)[jnp.asarray(model3d.landmarks_68), 0]
   return jnp.argsort(-x, stable=True).astype(jnp.int32)
 

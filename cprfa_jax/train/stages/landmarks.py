@@ -1,18 +1,16 @@
 """Stage 2 (§2.5): train the 68-landmark heatmap network whose landmarks CPR-H fuses.
 
 The paper takes its landmarks from FAN-3D; we train our own small heatmap network
-(`models.landmark_net`) on the same data as the HS-U-Net. Like `stages.dafi`, the stage gives
-the shared loop (`train.loop`) an init function, a loss and a batch source; `predictor` is what
-the later stages call.
+(`nets.landmark_net`) on the same data as the HS-U-Net. Like `train.stages.dafi`, the stage gives
+the shared loop (`train.loop`) an init function, a loss and a batch source; the later stages
+run it through `nets.build.landmarks`.
 """
 
 from __future__ import annotations
 
 from cprfa_jax.data import streams
-from cprfa_jax.models import landmark_net
-from cprfa_jax.models.landmark_net import STRIDE, LandmarkNet
-from cprfa_jax.stages import compiled
-from cprfa_jax.stages.dafi import preprocess
+from cprfa_jax.nets import build, landmark_net
+from cprfa_jax.nets.landmark_net import STRIDE
 from cprfa_jax.train import loop
 
 KEYS = ("image", "landmarks")
@@ -38,10 +36,6 @@ def validate(config) -> None:
   streams.check_data_train(config)
 
 
-def network(config) -> LandmarkNet:
-  return LandmarkNet(tuple(config.lmnet.widths))
-
-
 def train_batches(config, model3d):
   """The batches of `config.data.train` every stage trains on (`data.streams`): image and
   landmarks."""
@@ -50,15 +44,15 @@ def train_batches(config, model3d):
 
 def stage_fns(config):
   """(init_fn, loss_fn) of this stage for `train.loop.train`."""
-  net = network(config)
+  net = build.landmarks_network(config)
   sigma = float(config.lmnet.sigma)
 
   def init_fn(rng, batch):
-    return net.init(rng, preprocess(batch["image"][:1]))["params"]
+    return net.init(rng, build.preprocess(batch["image"][:1]))["params"]
 
   def loss_fn(params, batch, rng):
     del rng  # no dropout
-    logits = net.apply({"params": params}, preprocess(batch["image"]))
+    logits = net.apply({"params": params}, build.preprocess(batch["image"]))
     return landmark_net.landmark_loss(logits, batch["landmarks"], sigma, STRIDE)
 
   return init_fn, loss_fn
@@ -71,9 +65,3 @@ def run(config, workdir: str, model3d, log=print, batches=None):
   init_fn, loss_fn = stage_fns(config)
   return loop.train(config, workdir, init_fn, loss_fn,
                     batches or train_batches(config, model3d), log=log)
-
-
-def predictor(config):
-  """jitted (params, images uint8 (B, H, W, 3)) -> (landmarks px (B, 68, 2), confidence
-  (B, 68)): `stages.compiled.landmarks`, one compilation per network shape."""
-  return compiled.landmarks(config)

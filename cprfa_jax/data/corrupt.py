@@ -24,8 +24,8 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from cprfa_jax import dafi as dafi_lib
 from cprfa_jax.data import wild
+from cprfa_jax.decode import pixel
 
 # The levels the study sweeps (none to severe), in each corruption's unit.
 LEVELS = {
@@ -43,7 +43,7 @@ UNITS = {"holes": "fraction of the face removed", "occluders": "fraction of the 
 def pncc_spacing(pncc_Vx3) -> float:
   """Median distance from each vertex's PNCC code to its nearest other vertex's code."""
   pncc = np.asarray(pncc_Vx3, np.float64)
-  d, _ = dafi_lib.build_pncc_tree(pncc).query(pncc, k=2)
+  d, _ = pixel.build_pncc_tree(pncc).query(pncc, k=2)
   return float(np.median(d[:, 1]))
 
 
@@ -172,3 +172,32 @@ def random_corruption(dafi, mask, rng, spacing):
   """One example corrupted by a `draw_corruption` draw from the same generator."""
   kind, level = draw_corruption(rng)
   return corrupt(kind, dafi, mask, level, rng, spacing)
+
+
+# -- cpr.dafi_source=corrupted_gt: what the regressors train on ---------------------------------
+def corrupt_dafi(dafi_BxHxWx3, mask_BxHxW, rng: np.random.Generator, noise: float = 0.004,
+                 max_holes: int = 3):
+  """Ground-truth DAFIs made to look predicted: PNCC noise (misplaced matches) and up to
+  `max_holes` rectangular holes in the mask (missed regions, occluders the U-Net got wrong)."""
+  dafi = np.asarray(dafi_BxHxWx3, np.float32).copy()
+  mask = np.asarray(mask_BxHxW, bool).copy()
+  b, h, w = mask.shape
+  dafi += rng.normal(0, noise, dafi.shape).astype(np.float32)
+  for i in range(b):
+    for _ in range(rng.integers(0, max_holes + 1)):
+      hh, ww = rng.integers(h // 8, h // 2, endpoint=True), rng.integers(w // 8, w // 2, endpoint=True)
+      y, x = rng.integers(0, h - hh + 1), rng.integers(0, w - ww + 1)
+      mask[i, y:y + hh, x:x + ww] = False
+  return np.clip(dafi, 0, 1), mask
+
+
+def corrupted_gt(dafi_BxHxWx3, mask_BxHxW, rngs, study_spacing=None):
+  """The DAFIs `cpr.dafi_source=corrupted_gt` trains on, one generator per example:
+  `corrupt_dafi` (cpr.corruption=mild), or with `study_spacing` (the model's PNCC vertex
+  spacing, cpr.corruption=study) the robustness study's `random_corruption`."""
+  if study_spacing is None:
+    pairs = [corrupt_dafi(dafi_BxHxWx3[i:i + 1], mask_BxHxW[i:i + 1], r) for i, r in enumerate(rngs)]
+    return np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
+  pairs = [random_corruption(dafi_BxHxWx3[i], mask_BxHxW[i], r, study_spacing)
+           for i, r in enumerate(rngs)]
+  return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])

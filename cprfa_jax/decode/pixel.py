@@ -33,7 +33,7 @@ from scipy.spatial import cKDTree
 MATCH_DIST = 0.01  # §3.3: "matched ... with an Euclidean distance smaller than 0.01"
 
 
-def _check(dafi_HxWx3, mask_HxW):
+def check_inputs(dafi_HxWx3, mask_HxW):
   if dafi_HxWx3.ndim != 3 or dafi_HxWx3.shape[-1] != 3:
     raise ValueError(f"DAFI must be (H, W, 3) PNCC colours in [0, 1], got {dafi_HxWx3.shape}")
   if tuple(mask_HxW.shape) != tuple(dafi_HxWx3.shape[:2]):
@@ -91,7 +91,7 @@ def decode_dafi(dafi_HxWx3, mask_HxW, pncc_Vx3, subset_C, max_dist: float = MATC
   and the PNCC table are ordinary array arguments).
   """
   dafi_HxWx3, mask_HxW = jnp.asarray(dafi_HxWx3, jnp.float32), jnp.asarray(mask_HxW, bool)
-  _check(dafi_HxWx3, mask_HxW)
+  check_inputs(dafi_HxWx3, mask_HxW)
   h, w, _ = dafi_HxWx3.shape
   idx, dist = nearest_vertex(dafi_HxWx3.reshape(-1, 3), jnp.asarray(pncc_Vx3, jnp.float32))
   matched = mask_HxW.reshape(-1) & (dist < max_dist)
@@ -110,7 +110,7 @@ def decode_dafi_kdtree(dafi_HxWx3, mask_HxW, tree: cKDTree, subset_C,
   as NumPy arrays."""
   dafi = np.asarray(dafi_HxWx3, np.float64)
   mask = np.asarray(mask_HxW, bool)
-  _check(dafi, mask)
+  check_inputs(dafi, mask)
   rows, cols = np.nonzero(mask)
   subset = np.asarray(subset_C)
   pos = np.zeros((subset.size, 2))
@@ -261,7 +261,7 @@ def decode_all_grid(dafi_HxWx3, mask_HxW, grid: PnccGrid, chunk: int = 0):
   a batch runs as many chunks as its fullest mask).
   """
   dafi_HxWx3, mask_HxW = jnp.asarray(dafi_HxWx3, jnp.float32), jnp.asarray(mask_HxW, bool)
-  _check(dafi_HxWx3, mask_HxW)
+  check_inputs(dafi_HxWx3, mask_HxW)
   h, w, _ = dafi_HxWx3.shape
   p, v = h * w, grid.pncc_Vx3.shape[0]
   chunk = max(1, min(chunk or default_grid_chunk(grid.row_capacity), p))

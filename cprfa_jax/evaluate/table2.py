@@ -7,16 +7,15 @@ from __future__ import annotations
 import csv
 import os
 
-import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cprfa_jax import metrics, workdirs
+from cprfa_jax.evaluate import methods, stage_status
 from cprfa_jax.geometry import projection
 from cprfa_jax.mm.model import vertices
-from cprfa_jax import metrics
-from cprfa_jax.report import figures, published
-from cprfa_jax.stages import eval_stages, fit_eval
+from cprfa_jax.report import draw, figures, published
 
 REGRESSORS = (("CPR(C)", "cpr", True), ("CPR-H", "cpr_h", True), ("CPRFA (CPR-H + CAPU)", "capu", True),
               ("CPRFA, no landmarks", "capu", False))
@@ -28,10 +27,6 @@ METHOD_STAGES = {
     "CPRFA, no landmarks": ("dafi", "cpr_h", "capu")}
 # Fig. 3: what each pose group reads (Eq. 4); α reads Λ_rxy too, before [r_x, r_y] moves.
 CPR_INPUTS = (("rxy", "Λ_rxy^G − Λ_rxy^O"), ("rz", "Λ_rz^G − Λ_rz^O"), ("s", "Λ_s^G / Λ_s^O − 1"))
-
-
-def _png(path, rgb):
-  cv2.imwrite(path, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
 
 
 def _mesh_px(model3d, alpha, pose, hw):
@@ -57,7 +52,7 @@ NOTES = {
 
 
 def set_protocol(source, name):
-  """(scoring protocol for `fit_eval.protocol_scores`, points, number of scored points): from
+  """(scoring protocol for `methods.protocol_scores`, points, number of scored points): from
   the set's metadata (`data.aflw`, `data.cofw`); the synthetic sets by name (synth-cofw: the
   51 inner points)."""
   protocol = (getattr(source, "metadata", None) or {}).get("protocol")
@@ -68,56 +63,56 @@ def set_protocol(source, name):
   if protocol is not None:
     raise ValueError(f"{name}: unknown protocol {protocol!r} in its metadata; known: "
                      f"{metrics.PROTOCOLS}")
-  return (None, fit_eval.INNER_51, 51) if "cofw" in name else (None, None, 68)
+  return (None, methods.INNER_51, 51) if "cofw" in name else (None, None, 68)
 
 
 def evaluate_set(config, model3d, name, source, observer, trained, sel, workdir, log=print,
                  statuses=None, reannotated=None):
   """trained: {stage: params} of the regressor stages present (capu: round 2 merged in);
-  statuses: {stage: `eval_stages.status`}, to mark the rows of unfinished stages. `log` gets a
+  statuses: {stage: `stage_status.status`}, to mark the rows of unfinished stages. `log` gets a
   line as each step starts. reannotated: optional (N, 68, 2) other ground truth of the same
   images (3DDFA's re-annotated AFLW2000-3D, `data.aflw.reannotated_points`), scored in an
   extra table."""
   num = min(config.data.num_eval or len(source), len(source))
   hw = (config.data.image_size,) * 2
   log(f"{name}: U-Net, DAFI decoding and landmark network on {num} images ...")
-  obs = fit_eval.observe_set(observer, source, num, config.eval.batch_size)
+  obs = methods.observe_set(observer, source, num, config.eval.batch_size)
   protocol, points, npts = set_protocol(source, name)
   yaw = obs.get("yaw")
   sel_c = sel["selected"]
-  fits = fit_eval.baselines(model3d, obs, sel_c, log=lambda m: log(f"{name}: {m} ..."),
+  fits = methods.baselines(model3d, obs, sel_c, log=lambda m: log(f"{name}: {m} ..."),
                             online_lm=config.eval.online_lm, batch_size=config.eval.batch_size)
   firsts = {}
   for label, stage, with_lm in REGRESSORS:
     if stage in trained:
       log(f"{name}: {label} ...")
-      a, p, first = fit_eval.run_regressor(config, model3d, stage, trained[stage], obs, sel_c,
+      a, p, first = methods.run_regressor(config, model3d, stage, trained[stage], obs, sel_c,
                                            sel["layout"], with_lm, config.eval.batch_size)
       fits[label] = (a, p, np.ones(num, bool))
       firsts[label] = first
   log(f"{name}: scores, figures and per-image results ...")
-  results = {k: fit_eval.method_results(model3d, obs, *v, hw, points, protocol)
+  results = {k: methods.method_results(model3d, obs, *v, hw, points, protocol)
              for k, v in fits.items()}
   labels, marks = {}, {}
   for k in results:
-    suffix, marks[k] = eval_stages.mark(METHOD_STAGES.get(k, ()), statuses or {})
+    suffix, marks[k] = stage_status.mark(METHOD_STAGES.get(k, ()), statuses or {})
     labels[k] = k + suffix
 
   def table(key, gt_yaw=yaw):
-    rows = {k: fit_eval.table_row(r[key], gt_yaw, config.eval.failure_nme) for k, r in results.items()}
+    rows = {k: methods.table_row(r[key], gt_yaw, config.eval.failure_nme) for k, r in results.items()}
     for k, row in rows.items():
       row.update(marks[k])
     return rows
 
   rows = table("nme")
   tag = name.replace(":", "_")
-  md = [fit_eval.table2_md(f"{name} ({num} images)", rows, npts, labels, NOTES.get(protocol))]
+  md = [methods.table2_md(f"{name} ({num} images)", rows, npts, labels, NOTES.get(protocol))]
   best = "CPRFA (CPR-H + CAPU)" if "CPRFA (CPR-H + CAPU)" in results else list(results)[-1]
   report = {"num_images": num, "num_points": npts, "protocol": protocol or "68 landmarks",
             "normaliser": "box", "methods": rows}
   if protocol == "cofw68":
     report["methods_interocular"] = table("nme_interocular")
-    md.append(fit_eval.table2_md(f"{name} ({num} images), inter-ocular normaliser",
+    md.append(methods.table2_md(f"{name} ({num} images), inter-ocular normaliser",
                                  report["methods_interocular"], npts, labels, NOTES["cofw68_io"]))
   if reannotated is not None:
     gt_re = np.asarray(reannotated[:num])
@@ -125,7 +120,7 @@ def evaluate_set(config, model3d, name, source, observer, trained, sel, workdir,
       nme_re = np.asarray(metrics.nme(v["landmarks_px"], gt_re, None, gt_re))
       v["nme_reannotated"] = np.where(fits[k][2] & np.isfinite(nme_re), nme_re, 1.0)
     report["methods_reannotated"] = table("nme_reannotated")
-    md.append(fit_eval.table2_md(f"{name} ({num} images), 3DDFA's re-annotated landmarks",
+    md.append(methods.table2_md(f"{name} ({num} images), 3DDFA's re-annotated landmarks",
                                  report["methods_reannotated"], 68, labels, NOTES["reannotated"]))
   pub = published.protocol_of(getattr(source, "metadata", None))
   if pub:
@@ -153,7 +148,7 @@ def evaluate_set(config, model3d, name, source, observer, trained, sel, workdir,
                  [f"{r['confidence'][i]:.5f}", int(flag[i])])
 
   # Fig. 5: CED curves.
-  _png(os.path.join(workdir, f"ced_{tag}.png"),
+  draw.save_png(os.path.join(workdir, f"ced_{tag}.png"),
        figures.ced_plot({k + (" (unfinished)" if labels[k] != k else ""): v["nme"]
                          for k, v in results.items()},
                         f"CED, {name} ({npts} pts)", config.eval.failure_nme))
@@ -169,7 +164,7 @@ def evaluate_set(config, model3d, name, source, observer, trained, sel, workdir,
       r["landmarks_px"][:k], r["gt_px"][:k], sel_px, obs["det_all"][:k, sel_c], scale=3,
       titles=[f"NME {100 * r['nme'][i]:.1f}%" for i in range(k)],
       row_labels=("DAFI", "points", "mesh"), legend=f"{labels[best]} on {name}")
-  _png(os.path.join(workdir, f"fits_{tag}.png"), grid)
+  draw.save_png(os.path.join(workdir, f"fits_{tag}.png"), grid)
   # Fig. 3: every Eq. 4 input of the pose groups at every stage of both rounds, first image.
   if best in firsts:
     rows3 = []
@@ -179,27 +174,18 @@ def evaluate_set(config, model3d, name, source, observer, trained, sel, workdir,
         rows3.append((f"round {rnd[-1]}, q = {q + 1}",
                       {text: np.asarray(seen[g][q, 0]) for g, text in CPR_INPUTS if g in seen}))
     if rows3:
-      _png(os.path.join(workdir, f"cpr_channels_{tag}.png"), figures.cpr_stages(
+      draw.save_png(os.path.join(workdir, f"cpr_channels_{tag}.png"), figures.cpr_stages(
           rows3, f"{labels[best]}: CPR inputs, {name} image 0 (NME {100 * r['nme'][0]:.1f}%)"))
   return report, "\n".join(md)
 
 
-def trained_regressors(config, root, restore) -> tuple[dict, dict]:
-  """({stage: params}, {stage: step}) for the regressor stages with a checkpoint directory;
-  capu's params include CPR-H's round 1. restore(config, root, stage) -> (params, step)."""
-  raw, steps = {}, {}
-
-  def load(stage):
-    if stage not in raw:
-      raw[stage], steps[stage] = restore(config, root, stage)
-    return raw[stage]
-
-  out = {}
-  for stage in ("cpr", "cpr_h", "capu"):
-    if not os.path.isdir(os.path.join(root, stage, "checkpoints")):
-      continue
-    p = load(stage)
-    if stage == "capu":
-      p = {"stages_round1": load("cpr_h")["stages_round1"], **p}
-    out[stage] = jax.device_get(p)
+def trained_regressors(config, root, config_file="CONFIG") -> tuple[dict, dict]:
+  """({stage: params}, {stage: step}) for the regressor stages trained in `root`
+  (`workdirs.regressor_params`: capu's include CPR-H's round 1), as host arrays."""
+  out, steps = {}, {}
+  for stage in workdirs.REGRESSOR_STAGES:
+    if workdirs.is_trained(root, stage):
+      params, s = workdirs.regressor_params(config, root, stage, config_file)
+      out[stage] = jax.device_get(params)
+      steps.update(s)
   return out, steps

@@ -25,11 +25,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cprfa_jax import metrics
+from cprfa_jax import metrics, observe
 from cprfa_jax.baselines import fitting, online_lm_jax
+from cprfa_jax.batching import padded_batches
 from cprfa_jax.geometry import projection
-from cprfa_jax.mm.model import vertices
-from cprfa_jax.stages import compiled, fit, observe
+from cprfa_jax.mm.model import join_alpha, vertices
+from cprfa_jax.nets import build
 
 INNER_51 = np.arange(17, 68)     # COFW's 51 inner landmarks (Ghiasi et al.), as in §3.1
 
@@ -59,7 +60,7 @@ def observe_set(observer, source, num: int, batch_size: int, keep_pictures: int 
       if k in batch:
         out.setdefault(k, []).append(batch[k])
     if "alpha_id" in batch:
-      out.setdefault("alpha", []).append(np.concatenate([batch["alpha_id"], batch["alpha_exp"]], 1))
+      out.setdefault("alpha", []).append(join_alpha(batch["alpha_id"], batch["alpha_exp"]))
     take = max(0, keep_pictures - sum(len(x) for x in pics["image"]))
     pics["image"].append(batch["image"][:take])
     pics["dafi"].append(d[:take] * m[:take, ..., None])
@@ -83,34 +84,18 @@ def _landmarks_px(model3d, alpha, pose, hw):
   return jax.vmap(one)(alpha, pose)
 
 
-@jax.jit
-def reprojection_confidence(model3d, alpha_NxA, pose_Nx6, y_all_NxVx2, det_all_NxV):
-  """Mean distance over the detected vertices between the fitted projection and the DAFI,
-  over the fitted landmark box size (NME units). NaN when nothing is detected."""
-  def one(a, p, y, d):
-    proj = projection.project(vertices(model3d, a), p)
-    err = jnp.sum(jnp.where(d, jnp.linalg.norm(proj - y, axis=-1), 0.0)) / jnp.maximum(d.sum(), 1)
-    box = metrics.box_size(proj[model3d.landmarks_68])
-    return jnp.where(d.sum() > 0, err / jnp.maximum(box, 1e-6), jnp.nan)
-
-  return jax.vmap(one)(alpha_NxA, pose_Nx6, y_all_NxVx2, det_all_NxV)
-
-
 ONLINE_LM = ("host", "jax")
 
 
 def _online_lm_jax(model3d, obs, num_id, num_exp, batch_size):
   """`online_lm_jax.online_fit_batch` in batches of batch_size, the last one padded with its
   last face (one compilation for the set): lists of pose / alpha (None where it could not fit)."""
-  n = len(obs["y_all"])
   poses, alphas = [], []
-  for lo in range(0, n, batch_size):
-    idx = np.minimum(np.arange(lo, lo + batch_size), n - 1)
+  for lo, hi, idx in padded_batches(len(obs["y_all"]), batch_size):
     p, a = online_lm_jax.online_fit_batch(model3d, obs["y_all"][idx], obs["det_all"][idx],
                                           num_id, num_exp)
-    keep = min(batch_size, n - lo)
-    poses += p[:keep]
-    alphas += a[:keep]
+    poses += p[:hi - lo]
+    alphas += a[:hi - lo]
   return poses, alphas
 
 
@@ -153,21 +138,18 @@ def run_regressor(config, model3d, stage, params, obs, sel_C, layout_3xN, with_l
                   batch_size=32):
   """A trained regressor over a set: (alpha (N, A), pose (N, 6), outputs of the first batch).
   The last batch is padded to full size so one compilation serves every batch."""
-  apply = compiled.regressor(config, model3d, stage)
+  apply = build.regressor(config, model3d, stage)
   sel, layout = jnp.asarray(sel_C), jnp.asarray(layout_3xN)
-  keys = compiled.inference_keys(config.seed, batch_size)
+  keys = build.inference_keys(config.seed, batch_size)
   alphas, poses, first = [], [], None
-  n = len(obs["y_all"])
-  for lo in range(0, n, batch_size):
-    idx = np.minimum(np.arange(lo, lo + batch_size), n - 1)
+  for lo, hi, idx in padded_batches(len(obs["y_all"]), batch_size):
     batch = {k: obs[k][idx] for k in ("y_all", "det_all")}
-    if with_landmarks and fit.VARIANTS[stage]["fusion"]:
+    if with_landmarks and build.VARIANTS[stage]["fusion"]:
       batch["y_lm"] = obs["y_lm"][idx]
       batch["det_lm"] = np.ones(batch["y_lm"].shape[:2], bool)
-    out = apply(params, model3d, sel, layout, fit.to_observations(batch, sel_C), keys)
-    m = min(batch_size, n - lo)
-    alphas.append(np.asarray(out["alpha"])[:m])
-    poses.append(np.asarray(out["pose"])[:m])
+    out = apply(params, model3d, sel, layout, observe.to_observations(batch, sel_C), keys)
+    alphas.append(np.asarray(out["alpha"])[:hi - lo])
+    poses.append(np.asarray(out["pose"])[:hi - lo])
     if first is None:
       first = jax.device_get(out)
   return np.concatenate(alphas), np.concatenate(poses), first
@@ -203,7 +185,7 @@ def method_results(model3d, obs, alpha, pose, ok, hw, points=None, protocol=None
   pred = landmarks_px(model3d, alpha, pose, hw)
   scores = protocol_scores(protocol, pred, obs, points)
   out = {k: np.where(ok & np.isfinite(v), v, 1.0) for k, v in scores.items() if k.startswith("nme")}
-  conf = np.asarray(reprojection_confidence(model3d, jnp.asarray(alpha), jnp.asarray(pose),
+  conf = np.asarray(metrics.reprojection_confidence(model3d, jnp.asarray(alpha), jnp.asarray(pose),
                                             jnp.asarray(obs["y_all"]), jnp.asarray(obs["det_all"])))
   return {**out, "confidence": conf, "landmarks_px": pred, "gt_px": scores["gt_px"]}
 

@@ -1,1 +1,0 @@
-"""The stages of CPRFA: what each trains and how it is evaluated."""

@@ -1,0 +1,1 @@
+"""The trainers of the pipeline's stages: U-Net, landmark network, CPR regressors."""
