@@ -1,4 +1,4 @@
-"""CI's whole-pipeline run (tests/test_pipeline.py): every stage from scratch at 32 px in a few
+"""CI's whole-pipeline run (tests/e2e/test_pipeline.py): every stage from scratch at 32 px in a few
 minutes on 2 CPU cores, long enough that the regressors, CAPU included, take 150 optimiser steps
 (the CAPU NaN of issue 9 appeared after ~100), and the U-Net learns enough to beat its
 initialisation in Table 1."""

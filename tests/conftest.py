@@ -18,7 +18,7 @@ requires_sfm = pytest.mark.skipif(
 @pytest.fixture(scope="session")
 def smoke(tmp_path_factory):
   """The smoke config's pipeline, trained and evaluated once per session (~6 min on 2 cores);
-  tests/test_pipeline.py and tests/test_predict.py read it."""
+  tests/e2e/test_pipeline.py and tests/e2e/test_predict.py read it."""
   from pipeline_fixtures import train_smoke  # pylint: disable=import-outside-toplevel
   return train_smoke(tmp_path_factory.mktemp("smoke"))
 
@@ -35,8 +35,9 @@ def smoke_workdir(request):
 # file's module fixtures are built once; these files read the session's trained smoke pipeline
 # and run on one worker together, so the session trains it once. Heaviest first: a worker that
 # starts the smoke pipeline last would run it alone at the end.
-SMOKE_FILES = ("tests/test_pipeline.py", "tests/test_predict.py", "tests/test_robustness.py")
-HEAVY_FILES = SMOKE_FILES + ("tests/test_real_pipeline.py", "tests/test_multihost.py")
+SMOKE_FILES = ("tests/e2e/test_pipeline.py", "tests/e2e/test_predict.py",
+               "tests/e2e/test_studies_robustness.py")
+HEAVY_FILES = SMOKE_FILES + ("tests/e2e/test_real_pipeline.py", "tests/e2e/test_multihost.py")
 
 
 def _file(nodeid):

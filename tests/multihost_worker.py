@@ -1,4 +1,4 @@
-"""One JAX process of tests/test_multihost.py: trains one pipeline stage on the `tiny` config
+"""One JAX process of tests/e2e/test_multihost.py: trains one pipeline stage on the `tiny` config
 with `data.train=tfds:NAME`, and records what it read.
 
     python tests/multihost_worker.py --stage dafi --root R --data_dir D --dataset NAME --out F

@@ -1,4 +1,4 @@
-"""The smoke pipeline that tests/test_pipeline.py and tests/test_predict.py share (trained once
+"""The smoke pipeline that tests/e2e/test_pipeline.py and tests/e2e/test_predict.py share (trained once
 per session by the `smoke` fixture of conftest.py): train.py and evaluate.py as a user runs them."""
 
 import pathlib

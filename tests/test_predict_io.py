@@ -237,13 +237,18 @@ def test_detector_to_landmark_box_is_the_documented_affine(kind, x0, y0, w, h):
   np.testing.assert_allclose((out[:2] + out[2:]) / 2,
                              [x0 + w / 2 + dx * w, y0 + h / 2 + dy * h], atol=1e-6)
   np.testing.assert_allclose(out[2:] - out[:2], [sx * w, sy * h], rtol=1e-9, atol=1e-6)
-  if kind == "profile_mirrored":
-    assert boxes.RULES[kind] == (sx, sy, -boxes.RULES["profile"][2], dy)
 
 
-def test_rules_are_plausible():
-  for sx, sy, dx, dy in boxes.RULES.values():
-    assert 0.3 < sx < 2 and 0.3 < sy < 2 and abs(dx) < 0.5 and abs(dy) < 0.5
+@settings(max_examples=60, deadline=None)
+@given(st.floats(-500, 500), st.floats(-500, 500), st.floats(4, 400), st.floats(4, 400),
+       st.floats(200, 2000))
+def test_mirrored_profile_rule_is_the_mirror_image_of_the_profile_rule(x0, y0, w, h, width):
+  # The mirrored cascade sees the photo flipped left-right: its landmark box must be the flip of
+  # the profile rule's box for the flipped detection (x -> width - x).
+  flip = lambda b: np.array([width - b[2], b[1], width - b[0], b[3]])
+  box = np.array([x0, y0, x0 + w, y0 + h])
+  np.testing.assert_allclose(boxes.detector_to_landmark_box(flip(box), "profile_mirrored"),
+                             flip(boxes.detector_to_landmark_box(box, "profile")), atol=1e-6)
 
 
 # ----------------------------------------------------------------------------------------------

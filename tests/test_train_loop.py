@@ -1,7 +1,7 @@
 """The shared training loop on a tiny least-squares problem (milliseconds per step): resume with
 changed schedule keys (recorded in history.jsonl), refusal of keys that change the parameters'
 meaning, `train.on_nonfinite="rewind"` past an injected NaN batch, and the pieces of a
-multi-process run that one process can check (the real one: tests/test_multihost.py)."""
+multi-process run that one process can check (the real one: tests/e2e/test_multihost.py)."""
 
 import json
 

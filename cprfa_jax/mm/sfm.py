@@ -6,7 +6,7 @@ The files are those of eos's `share/` folder (formats in `../shared/data-formats
 frame is already oriented like the canonical one (x toward the subject's left, y up, z toward
 the viewer; units are millimetres), so `build_model` only centres and rescales it.
 
-Facts checked on the real files (and asserted in tests/test_sfm.py):
+Facts checked on the real files (and asserted in tests/test_mm_sfm.py):
 
 * The PCA "eigenvalues" are variances, not standard deviations: the first is 56502 while the
   face is ~150 mm wide. As variances, one standard deviation of component 1 moves each vertex

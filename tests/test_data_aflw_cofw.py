@@ -1,7 +1,7 @@
 """The AFLW (21 points) and COFW-68 benchmark readers on format-exact fixtures
 (`benchmark_fixtures`), malformed files refused by name, the protocols' scoring in
 `methods.protocol_scores`, and AFLW2000-3D's re-annotated landmarks mapped onto its tfds set.
-evaluate.py scores both benchmark sets in tests/test_real_pipeline.py."""
+evaluate.py scores both benchmark sets in tests/e2e/test_real_pipeline.py."""
 
 
 import numpy as np

@@ -25,7 +25,7 @@ from cprfa_jax.train.stages import regressors
 
 pytestmark = pytest.mark.slow
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 SIZE = 32
 NUM_TRAIN, NUM_REFERENCE = 14, 2
 STEMS = tuple(f"{sub}/{sub}_{i:04d}_1_{j}" for i, sub in enumerate(("AFW", "HELEN", "LFPW", "IBUG",

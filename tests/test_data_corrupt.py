@@ -135,17 +135,32 @@ def test_training_draws_surround_every_evaluated_level():
       assert np.any(np.abs(got - level) < 0.05 * levels[-1]), (kind, level)
 
 
-def test_corrupted_gt_trains_on_the_study_corruptions():
+@pytest.mark.parametrize("study", [True, False])
+def test_corrupted_gt_corrupts_each_example_by_its_own_generator(study):
+  # What the regressors train on (cpr.dafi_source=corrupted_gt): an example's corruption
+  # depends on its generator only, not on its batch or its place in it (the observer keys one
+  # generator per example by its global row), and every example is corrupted.
+  spacing = SPACING if study else None
   dafi, mask = _dafi()
   d_b, m_b = np.stack([dafi, dafi[::-1]]), np.stack([mask, mask[::-1]])
-  rngs = lambda: [np.random.default_rng([1, i]) for i in range(2)]
-  d, m = corrupt.corrupted_gt(d_b, m_b, rngs(), SPACING)
-  for i, r in enumerate(rngs()):
-    want = corrupt.random_corruption(d_b[i], m_b[i], r, SPACING)
-    np.testing.assert_array_equal(d[i], want[0])
-    np.testing.assert_array_equal(m[i], want[1])
-  d, m = corrupt.corrupted_gt(d_b, m_b, rngs())        # mild: the original corrupt_dafi
-  for i, r in enumerate(rngs()):
-    want = corrupt.corrupt_dafi(d_b[i:i + 1], m_b[i:i + 1], r)
-    np.testing.assert_array_equal(d[i], want[0][0])
-    np.testing.assert_array_equal(m[i], want[1][0])
+  gen = lambda i: np.random.default_rng([1, i])
+  d, m = corrupt.corrupted_gt(d_b, m_b, [gen(0), gen(1)], spacing)
+  assert d.shape == d_b.shape and m.shape == m_b.shape
+  d1, m1 = corrupt.corrupted_gt(d_b[1:], m_b[1:], [gen(1)], spacing)       # alone, same generator
+  np.testing.assert_array_equal(d1[0], d[1])
+  np.testing.assert_array_equal(m1[0], m[1])
+  d_swap, _ = corrupt.corrupted_gt(d_b, m_b, [gen(0), gen(2)], spacing)    # another generator
+  np.testing.assert_array_equal(d_swap[0], d[0])
+  assert not np.array_equal(d_swap[1], d[1])
+  for i in range(2):
+    assert not (np.array_equal(d[i], d_b[i]) and np.array_equal(m[i], m_b[i]))
+    assert 0 <= d[i].min() and d[i].max() <= 1
+
+
+def test_study_and_mild_corruptions_differ():
+  dafi, mask = _dafi()
+  d_b, m_b = dafi[None], mask[None]
+  mild = corrupt.corrupted_gt(d_b, m_b, [np.random.default_rng(3)])
+  study = corrupt.corrupted_gt(d_b, m_b, [np.random.default_rng(3)], SPACING)
+  assert not np.array_equal(mild[0], study[0])
+  assert not np.any(mild[1] & ~m_b)            # mild: holes only, no new face pixels

@@ -26,7 +26,7 @@ from cprfa_jax.predict.predictor import BOX_SCALE, Predictor
 
 pytestmark = pytest.mark.slow     # the smoke pipeline is trained first (shared with test_pipeline)
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "smoke.py"
 NUM = 6
 # float32 landmark pixels of a few hundred: ~1e-4 px of rounding through different batch shapes.

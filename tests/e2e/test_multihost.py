@@ -25,7 +25,7 @@ from cprfa_jax.workdirs import stage_config, stage_dir
 
 pytestmark = pytest.mark.slow
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 WORKER = ROOT / "tests" / "multihost_worker.py"
 DATASET = "cprfa_multihost_fixture"
 NUM_EXAMPLES = 70   # the held-out reference examples + enough that no shard wraps an epoch
@@ -137,7 +137,7 @@ def compare_params(one, two, init, n_terms):
 
   The two runs differ only in the order of float32 reductions (per device, then across
   devices, and across processes): a gradient leaf is a sum over ~n_terms terms, so its error is
-  ~sqrt(n_terms) eps of its norm (the 8-device gradient test in test_dafi_stage.py, with its
+  ~sqrt(n_terms) eps of its norm (the 8-device gradient test in test_train_dafi.py, with its
   10x margin). The workers train with clipped SGD, whose update is linear in the gradient, so a
   relative gradient error reaches the update one-to-one, and STEPS steps add up: tol = STEPS *
   10 sqrt(n_terms) eps, relative to how far training moved the leaf, plus the rounding of the
