@@ -70,7 +70,7 @@ def random_predictor(config, model3d, images) -> Predictor:
 
 def eval_path(pred, images):
   """evaluate.py's route for one batch: U-Net, host KD-tree decoding, landmark network,
-  regressor (`fit_eval.run_regressor`'s compiled function)."""
+  regressor (`evaluate.methods.run_regressor`'s compiled function)."""
   config, model3d, w = pred.config, pred.model3d, pred.weights
   unet, lmnet = build.unet(config), build.landmarks(config)
   reg = build.regressor(config, model3d, STAGE)

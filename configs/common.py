@@ -15,11 +15,11 @@ def _schedule(lr, lr_end, batch_size, num_steps, log_every, checkpoint_every):
 
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  # The pipeline train.py runs, in order, each stage in workdir/<stage> (stages/common.py):
+  # The pipeline train.py runs, in order, each stage in workdir/<stage> (cprfa_jax/workdirs.py):
   # dafi: HS-U-Net (§2.1) | landmarks: heatmap landmark network (FAN-3D's role, §2.5) |
   # cpr: CPR(C) round 1 | cpr_h: CPR-H, with landmark fusion | capu: round 2 on CPR-H (CPRFA).
   c.stages = ("dafi", "landmarks", "cpr", "cpr_h", "capu")
-  c.stage = "dafi"                 # set per stage by stages.common.stage_config
+  c.stage = "dafi"                 # set per stage by workdirs.stage_config
   c.seed = 0
   c.model = "synthetic"            # cprfa_jax.mm.load_model spec: synthetic[:V] | sfm:DIR | npz:FILE
   c.distributed = False            # multi-host: jax.distributed.initialize() at start

@@ -73,20 +73,28 @@ class Observer:
     """Landmark pixels (B, 68, 2), or None without a landmark network."""
     return None if self.lm is None else np.asarray(self.lm[0](self.lm[1], images)[0])
 
+  def observe(self, images, dafi_mask=None, landmarks_present_B=None):
+    """(observations dict, DAFI, mask, landmark pixels) of a batch of images: the U-Net's DAFIs
+    (or the given `dafi_mask` pair), decoded, and the landmark network's points. Evaluation
+    calls it as it is; training through `__call__`."""
+    d, m = self.dafi(images) if dafi_mask is None else dafi_mask
+    lm = self.landmarks(images)
+    obs = observations(d, m, lm, self.tree, self.config.cpr.match_dist, self.hw,
+                       landmarks_present_B, self.config.cpr.decode)
+    return obs, d, m, lm
+
   def __call__(self, batch, k=0):
+    """A training batch's observations: corrupted true DAFIs (cpr.dafi_source=corrupted_gt)
+    and landmark dropout, one generator per example."""
     # One generator per example, keyed by its row of global batch k: the corruption and the
     # landmark dropout of an example do not depend on how many processes share the batch.
     b = len(batch["image"])
     row0 = jax.process_index() * b
     rngs = [np.random.default_rng([self.config.seed, 7, k, row0 + i]) for i in range(b)]
-    if self.dafi_source == "corrupted_gt":
-      d, m = corrupt.corrupted_gt(batch["dafi"], batch["mask"], rngs, self.study_spacing)
-    else:
-      d, m = self.dafi(batch["image"])
-    lm = self.landmarks(batch["image"])
+    dafi_mask = (corrupt.corrupted_gt(batch["dafi"], batch["mask"], rngs, self.study_spacing)
+                 if self.dafi_source == "corrupted_gt" else None)
     present = np.array([r.random() >= self.dropout for r in rngs])
-    return observations(d, m, lm, self.tree, self.config.cpr.match_dist, self.hw, present,
-                        self.config.cpr.decode)
+    return self.observe(batch["image"], dafi_mask, present)[0]
 
 
 @functools.partial(jax.jit, static_argnames=("hw",))

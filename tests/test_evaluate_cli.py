@@ -102,7 +102,7 @@ def test_marks_follow_the_stages_a_method_rests_on():
               "landmarks": {"step": 4, "num_steps": 4, "unfinished": False},
               "cpr_h": {"step": 2, "num_steps": 2, "unfinished": False},
               "capu": {"step": 1, "num_steps": 400, "unfinished": True}}
-  stages = table2.METHOD_STAGES
+  stages = table2.REST_ON
   assert stage_status.mark(stages["PnP-68"], statuses) == ("", {"unfinished": False})
   assert stage_status.mark(stages["CPR-H"], statuses) == ("", {"unfinished": False})
   label, fields = stage_status.mark(stages["CPRFA (CPR-H + CAPU)"], statuses)

@@ -15,6 +15,7 @@ from cprfa_jax.data import corrupt
 from cprfa_jax.decode import pixel
 from cprfa_jax.geometry import projection
 from cprfa_jax.mm import shape, synthetic_model
+from cprfa_jax.nets import build
 from cprfa_jax.nets.regressor import generated_points
 from cprfa_jax.train import loop
 from cprfa_jax.train.stages import regressors
@@ -157,9 +158,9 @@ def test_the_kappa_sample_is_said_derived_or_capped():
   v = model3d.num_vertices
   c = tiny.get_config()
   c.cpr.max_sampled = 0
-  line = regressors.kappa_sample_line(c, model3d)
+  line = build.kappa_sample_line(c, model3d)
   assert f"up to {-(-v // 10)} per image" in line and "never capped" in line
   c.cpr.max_sampled = 32
-  line = regressors.kappa_sample_line(c, model3d)
+  line = build.kappa_sample_line(c, model3d)
   assert "up to 32 per image" in line and "--config.cpr.max_sampled=32" in line
   assert "more than 320 detected" in line

@@ -19,6 +19,7 @@ the selected vertices were detected.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -30,9 +31,37 @@ from cprfa_jax.baselines import fitting, online_lm_jax
 from cprfa_jax.batching import padded_batches
 from cprfa_jax.geometry import projection
 from cprfa_jax.mm.model import join_alpha, vertices
+from cprfa_jax.report import markdown
 from cprfa_jax.nets import build
 
-INNER_51 = np.arange(17, 68)     # COFW's 51 inner landmarks (Ghiasi et al.), as in §3.1
+INNER_51 = np.arange(17, 68)
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """One fitting method of Table 2 and the studies: `label` in Table 2, `short` in the studies'
+  tables and figures, the regressor `stage` (None: a baseline), whether its landmark branch gets
+  the landmark network's points, and the trained stages its fit rests on (an unfinished one marks
+  its rows)."""
+  label: str
+  short: str
+  stage: str | None
+  with_landmarks: bool
+  rests_on: tuple[str, ...]
+
+
+# The one registry of methods (module docstring); evaluate.table2 and studies.robustness read it.
+METHODS = (
+    Method("PnP-68", "PnP-68", None, True, ("landmarks",)),
+    Method("PnP + DAFI(C)", "PnP + DAFI(C)", None, False, ("dafi",)),
+    Method("Online LM", "Online LM", None, False, ("dafi",)),
+    Method("CPR(C)", "CPR(C)", "cpr", True, ("dafi", "cpr")),
+    Method("CPR-H", "CPR-H", "cpr_h", True, ("dafi", "landmarks", "cpr_h")),
+    Method("CPRFA (CPR-H + CAPU)", "CPRFA", "capu", True, ("dafi", "landmarks", "cpr_h", "capu")),
+    Method("CPRFA, no landmarks", "CPRFA, no landmarks", "capu", False, ("dafi", "cpr_h", "capu")),
+)
+BASELINES = tuple(m for m in METHODS if m.stage is None)
+REGRESSORS = tuple(m for m in METHODS if m.stage is not None)     # COFW's 51 inner landmarks (Ghiasi et al.), as in §3.1
 
 
 GT_KEYS = ("landmarks", "yaw", "pose", "points", "points_valid", "box_points", "occluded")
@@ -49,10 +78,7 @@ def observe_set(observer, source, num: int, batch_size: int, keep_pictures: int 
   for lo in range(0, num, batch_size):
     exs = [source[i] for i in range(lo, min(lo + batch_size, num))]
     batch = {k: np.stack([e[k] for e in exs]) for k in exs[0]}
-    d, m = observer.dafi(batch["image"])
-    lm = observer.landmarks(batch["image"])
-    obs = observe.observations(d, m, lm, observer.tree, observer.config.cpr.match_dist,
-                               observer.hw, decode=observer.config.cpr.decode)
+    obs, d, m, lm = observer.observe(batch["image"])
     for k in ("y_all", "det_all", "y_lm"):
       out[k].append(obs[k])
     out["lm_px"].append(lm)
@@ -111,7 +137,7 @@ def baselines(model3d, obs, sel_C, num_id=10, num_exp=5, log=lambda s: None, onl
   mean = np.asarray(model3d.mean_Vx3)
   lm3d = mean[np.asarray(model3d.landmarks_68)]
   out = {}
-  for name in ("PnP-68", "PnP + DAFI(C)", "Online LM"):
+  for name in (b.label for b in BASELINES):
     log(name)
     alpha, pose, ok = np.zeros((n, a)), np.tile([0, 0, 0, 1.0, 0, 0], (n, 1)), np.zeros(n, bool)
     if name == "Online LM" and online_lm == "jax":
@@ -217,11 +243,9 @@ def fmt(value, spec: str = ".2f") -> str:
 def table2_md(title, rows, num_points, labels=None, note=None) -> str:
   """The markdown table; `labels`: {method: row label} where it differs from the name; `note`
   replaces the caption's first sentence (what is scored, over what)."""
-  lines = [f"### {title}", "",
-           "| Method | [0°, 30°] | (30°, 60°] | (60°, 90°] | Mean | Std | Failure | AUC |",
-           "|---|---|---|---|---|---|---|---|"]
-  for name, r in rows.items():
-    lines.append(f"| {(labels or {}).get(name, name)} | " + " | ".join(fmt(v) for v in r["nme_bins"]) +
-                 f" | {fmt(r['nme_mean'])} | {fmt(r['nme_std'])} | {r['failure']:.2f} | {r['auc']:.3f} |")
+  cells = [[(labels or {}).get(name, name)] + [fmt(v) for v in r["nme_bins"]]
+           + [fmt(r["nme_mean"]), fmt(r["nme_std"]), f"{r['failure']:.2f}", f"{r['auc']:.3f}"]
+           for name, r in rows.items()]
+  grid = markdown.table(["Method", "[0°, 30°]", "(30°, 60°]", "(60°, 90°]", "Mean", "Std", "Failure", "AUC"], cells)
   note = note or f"NME (%) of the {num_points} landmarks, as the paper's Table 2"
-  return "\n".join(lines) + f"\n\n{note}; failure: NME > 10%; AUC of the CED up to 10%.\n"
+  return f"### {title}\n\n{grid}\n\n{note}; failure: NME > 10%; AUC of the CED up to 10%.\n"

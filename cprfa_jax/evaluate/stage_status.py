@@ -10,6 +10,7 @@ allows it; then every table row that rests on it says so, in the markdown and in
 from __future__ import annotations
 
 from cprfa_jax import workdirs
+from cprfa_jax.report import markdown
 
 
 class UnfinishedStageError(ValueError):
@@ -64,14 +65,14 @@ def mark(stages, statuses: dict) -> tuple[str, dict]:
 
 def table_md(statuses: dict) -> str:
   """report.md's table of the evaluated checkpoints."""
-  lines = ["| Stage | Checkpoint step | Configured steps | | Rewinds | Resumed with changes |",
-           "|---|---|---|---|---|---|"]
+  cells = []
   for s, st in statuses.items():
     rewinds = ", ".join(f"batch {r['skipped_batch']} at step {r['step']}"
                         for r in st.get("rewinds", [])) or "none"
     changes = "; ".join(f"step {c['step']}: " + ", ".join(f"{k} {a} → {b}" for k, (a, b) in
                                                        sorted(c["changed"].items()))
                         for c in st.get("config_changes", [])) or "none"
-    lines.append(f"| {s} | {st['step']} | {st['num_steps']} (`{st['num_steps_flag']}`) | "
-                 f"{'**unfinished**' if st['unfinished'] else 'finished'} | {rewinds} | {changes} |")
-  return "\n".join(lines) + "\n"
+    cells.append([s, str(st["step"]), f"{st['num_steps']} (`{st['num_steps_flag']}`)",
+                  "**unfinished**" if st["unfinished"] else "finished", rewinds, changes])
+  return markdown.table(["Stage", "Checkpoint step", "Configured steps", "", "Rewinds",
+                         "Resumed with changes"], cells) + "\n"

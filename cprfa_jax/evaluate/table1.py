@@ -11,9 +11,16 @@ is > 10% or the detection rate < 10%.
 
 from __future__ import annotations
 
+import os
+import time
+
+import jax
 import numpy as np
 
-from cprfa_jax import metrics
+from cprfa_jax import metrics, observe
+from cprfa_jax.evaluate import methods, sets, stage_status
+from cprfa_jax.nets import build
+from cprfa_jax.report import draw, markdown, published
 
 
 def _bins_summary(summary) -> tuple[float, float]:
@@ -75,3 +82,80 @@ def picture(pictures) -> np.ndarray:
                                 np.repeat(to8(pmask)[..., None], 3, -1)], 1))
   return np.concatenate(rows, 0)
 
+
+def table_md(title, rows, mark="", marks=None) -> str:
+  """Table 1's markdown: `mark`, the suffix of rows resting on the U-Net; `marks`: {label:
+  suffix} for others."""
+  pair = lambda n, a: f"{methods.fmt(n)}/{methods.fmt(a, '.1f')}"
+  cells = [[f"{label} ({r['num_vertices']}){(marks or {}).get(label, mark)}"]
+           + [pair(n, a) for n, a in zip(r["nme_bins"], r["adr_bins"])]
+           + [pair(r["nme_mean"], r["adr_mean"]), pair(r["nme_std"], r["adr_std"]),
+              f"{r['failure']:.2f}"] for label, r in rows]
+  grid = markdown.table(["Method (num. of vert.)", "[0°, 30°]", "(30°, 60°]", "(60°, 90°]", "Mean", "Std",
+                         "Failure"], cells)
+  return f"### {title}\n\n{grid}" + ("\n\nNME (%) / ADR (%) of DAFI vertex detection, as the paper's "
+                             "Table 1; the landmark network's row is its FAN-3D row (68 points, "
+                             "ADR 100% by construction).\n")
+
+
+def evaluate(config, root, model3d, params, sel, statuses, compare_untrained, log,
+             lm_params=None):
+  """evaluate.py's Table 1 on every eval set; returns (report dict, markdown lines). `sel`: the
+  workdir's vertex selection (`train.selection`). With the landmark network's parameters, its 68
+  points are Table 1's FAN-3D row. Benchmark sets (no 3DMM ground truth) are skipped."""
+  runs = [("trained", params)]
+  if compare_untrained:
+    first = sets.eval_source(config, model3d, config.data.eval_sets[0], log)[0]
+    init = build.unet_network(config).init(jax.random.PRNGKey(config.seed),
+                                           build.preprocess(first["image"][None]))["params"]
+    runs.append(("untrained", init))
+  t0 = time.time()
+  step = statuses["dafi"]["step"]
+  report = {"step": step, "model": model3d.name,
+            "num_vertices": model3d.num_vertices, "selection": {
+                "C": int(config.eval.num_selected), "reference_images": config.data.num_reference,
+                "mean_p1_selected": float(sel["p1"][sel["selected"]].mean()),
+                "mean_p2_selected": float(sel["p2"][sel["selected"]].mean())}, "sets": {}}
+  mark, fields = stage_status.mark(("dafi",), statuses)
+  md = [f"## Table 1: DAFI vertex detection (U-Net step {step}, model {model3d.name}, "
+        f"V = {model3d.num_vertices})\n"]
+  subsets = {"DAFI": np.asarray(model3d.landmarks_68), "DAFI all": np.arange(model3d.num_vertices),
+             "DAFI CPR": sel["selected"]}
+  lm_net = None if lm_params is None else (build.landmarks(config), lm_params)
+  lm_mark, lm_fields = stage_status.mark(("landmarks",), statuses)
+  for set_name in config.data.eval_sets:
+    src = sets.eval_source(config, model3d, set_name, log)
+    if sets.is_benchmark(src):
+      report["sets"][set_name] = {"skipped": f"{src.metadata['protocol']} benchmark set: no "
+                                             "ground-truth DAFI (scored in Table 2)"}
+      md.append(f"### {set_name}\n\nSkipped: {src.metadata['protocol']} is a benchmark set with no "
+                "ground-truth DAFI; it is scored in Table 2.\n")
+      continue
+    num = min(config.data.num_eval or len(src), len(src))
+    report["sets"][set_name] = {"num_images": num}
+    for label, p in runs:
+      log(f"{set_name}: decoding {num} images with the {label} U-Net ...")
+      dec = observe.decode_set(config, p, model3d, src, num,
+                               lm_net if label == "trained" else None)
+      rows = [(name, subset_table(dec, idx)) for name, idx in subsets.items()]
+      if label == "trained":
+        for _, r in rows:
+          r.update(fields)
+        if "lm_pred" in dec:
+          rows.insert(0, ("Landmark network", {**landmark_table(dec), **lm_fields}))
+      report["sets"][set_name][label] = dict(rows)
+      md.append(table_md(f"{set_name}, {label} network ({num} images)", rows,
+                         mark if label == "trained" else "",
+                         {"Landmark network": lm_mark} if label == "trained" else {}))
+      if label == "trained" and published.protocol_of(src.metadata if hasattr(src, "metadata")
+                                                      else None) == "aflw2000":
+        report["sets"][set_name]["published"] = {"FAN-3D": {**published.TABLE1_FAN3D,
+                                                            "status": published.NOTE}}
+        f = published.TABLE1_FAN3D
+        md.append(f"Published, not run: FAN-3D (68) {f['nme_mean']:.2f}/100 mean NME/ADR "
+                  f"({f['source']}).\n")
+      if label == "trained":
+        png = os.path.join(root, f"dafi_examples_{set_name.replace(':', '_')}.png")
+        draw.save_png(png, picture(dec["pictures"]))
+  report["seconds"] = round(time.time() - t0, 1)
+  return report, md

@@ -6,25 +6,21 @@ from __future__ import annotations
 
 import csv
 import os
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cprfa_jax import metrics, workdirs
-from cprfa_jax.evaluate import methods, stage_status
+from cprfa_jax import metrics, observe, workdirs
+from cprfa_jax.data import aflw
+from cprfa_jax.evaluate import methods, sets, stage_status
+from cprfa_jax.nets import build
 from cprfa_jax.geometry import projection
 from cprfa_jax.mm.model import vertices
 from cprfa_jax.report import draw, figures, published
 
-REGRESSORS = (("CPR(C)", "cpr", True), ("CPR-H", "cpr_h", True), ("CPRFA (CPR-H + CAPU)", "capu", True),
-              ("CPRFA, no landmarks", "capu", False))
-# The trained stages each method's fit rests on (an unfinished one marks the method's rows).
-METHOD_STAGES = {
-    "PnP-68": ("landmarks",), "PnP + DAFI(C)": ("dafi",), "Online LM": ("dafi",),
-    "CPR(C)": ("dafi", "cpr"), "CPR-H": ("dafi", "landmarks", "cpr_h"),
-    "CPRFA (CPR-H + CAPU)": ("dafi", "landmarks", "cpr_h", "capu"),
-    "CPRFA, no landmarks": ("dafi", "cpr_h", "capu")}
+REST_ON = {m.label: m.rests_on for m in methods.METHODS}
 # Fig. 3: what each pose group reads (Eq. 4); α reads Λ_rxy too, before [r_x, r_y] moves.
 CPR_INPUTS = (("rxy", "Λ_rxy^G − Λ_rxy^O"), ("rz", "Λ_rz^G − Λ_rz^O"), ("s", "Λ_s^G / Λ_s^O − 1"))
 
@@ -83,7 +79,8 @@ def evaluate_set(config, model3d, name, source, observer, trained, sel, workdir,
   fits = methods.baselines(model3d, obs, sel_c, log=lambda m: log(f"{name}: {m} ..."),
                             online_lm=config.eval.online_lm, batch_size=config.eval.batch_size)
   firsts = {}
-  for label, stage, with_lm in REGRESSORS:
+  for method in methods.REGRESSORS:
+    label, stage, with_lm = method.label, method.stage, method.with_landmarks
     if stage in trained:
       log(f"{name}: {label} ...")
       a, p, first = methods.run_regressor(config, model3d, stage, trained[stage], obs, sel_c,
@@ -95,7 +92,7 @@ def evaluate_set(config, model3d, name, source, observer, trained, sel, workdir,
              for k, v in fits.items()}
   labels, marks = {}, {}
   for k in results:
-    suffix, marks[k] = stage_status.mark(METHOD_STAGES.get(k, ()), statuses or {})
+    suffix, marks[k] = stage_status.mark(REST_ON.get(k, ()), statuses or {})
     labels[k] = k + suffix
 
   def table(key, gt_yaw=yaw):
@@ -189,3 +186,29 @@ def trained_regressors(config, root, config_file="CONFIG") -> tuple[dict, dict]:
       out[stage] = jax.device_get(params)
       steps.update(s)
   return out, steps
+
+
+def evaluate(config, root, model3d, trained, sel, statuses, log):
+  """evaluate.py's Table 2 and the ablation on every eval set; (report dict, markdown lines) or
+  (None, []) when no regressor is trained. `sel`: the workdir's vertex selection."""
+  if not trained:
+    return None, []
+  t0 = time.time()
+  observer = observe.Observer(config, root, model3d, with_landmarks=True)
+  kappa = build.kappa_sample_line(config, model3d)
+  report = {"stages": sorted(trained), "kappa_sample": kappa, "sets": {}}
+  md = ["## Table 2: 3D face alignment (landmark NME)\n", f"Regressors: {kappa}.\n"]
+  re_path = config.eval.get("aflw2000_reannotated", None)
+  for set_name in config.data.eval_sets:
+    src = sets.eval_source(config, model3d, set_name, log)
+    num = min(config.data.num_eval or len(src), len(src))
+    re68 = None
+    if re_path and (getattr(src, "metadata", None) or {}).get("source") == "aflw2000":
+      log(f"{set_name}: mapping 3DDFA's re-annotated landmarks {re_path} onto its images ...")
+      re68 = aflw.reannotated_points(src, re_path, num)
+    r, m = evaluate_set(config, model3d, set_name, src, observer, trained, sel, root, log=log,
+                        statuses=statuses, reannotated=re68)
+    report["sets"][set_name] = r
+    md.append(m)
+  report["seconds"] = round(time.time() - t0, 1)
+  return report, md

@@ -19,6 +19,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from cprfa_jax.cpr import path
 from cprfa_jax.nets import landmark_net
 from cprfa_jax.nets.hs_unet import HSUNet
 from cprfa_jax.nets.landmark_net import STRIDE, LandmarkNet
@@ -43,6 +44,20 @@ def regressor_network(config, model3d, stage) -> CprRegressor:
                       width=c.width, features=c.features, hidden=c.hidden, kappa=c.kappa,
                       max_sampled=c.max_sampled, num_path=c.num_path, pool=c.pool,
                       **VARIANTS[stage])
+
+
+def kappa_sample_line(config, model3d) -> str:
+  """What Eq. 6's κ sample is at this model and config, said at the start of every regressor
+  stage (and recorded in evaluate.py's report): derived from V, or capped by cpr.max_sampled."""
+  c = config.cpr
+  b = path.sample_bound(c.kappa, model3d.num_vertices, c.max_sampled or None)
+  line = (f"Eq. 6 samples round(κ · #detected) of the detected vertices, κ = {c.kappa}: up to "
+          f"{b.k_max} per image")
+  if b.capped:
+    return line + (f", capped by --config.cpr.max_sampled={c.max_sampled} below ceil(κ · V) = "
+                   f"{b.needed} (V = {model3d.num_vertices}): images with more than "
+                   f"{int(b.k_max / c.kappa)} detected vertices use fewer than κ of them")
+  return line + f" (ceil(κ · V), V = {model3d.num_vertices}: never capped)"
 
 
 def unet(config):

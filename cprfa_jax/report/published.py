@@ -10,6 +10,8 @@ Table 1's FAN-3D row (the landmark network's counterpart) is kept for AFLW2000-3
 
 from __future__ import annotations
 
+from cprfa_jax.report import markdown
+
 NOTE = "published, not run"
 _T2 = "the paper's Table 2"
 # protocol -> {method: (bins, mean, std, source)}; bins None where the paper gives none.
@@ -64,9 +66,9 @@ def table_md(protocol) -> str:
     return ""
   cell = lambda v: "–" if v is None else f"{v:.2f}"
   lines = [f"Published, not run (NME %, {'21' if protocol == 'aflw21' else '68' if protocol == 'aflw2000' else '51'} points):",
-           "", "| Method | [0°, 30°] | (30°, 60°] | (60°, 90°] | Mean | Std | Source |",
-           "|---|---|---|---|---|---|---|"]
-  for m, row in r.items():
-    lines.append(f"| {m} ({NOTE}) | " + " | ".join(cell(v) for v in row["nme_bins"]) +
-                 f" | {cell(row['nme_mean'])} | {cell(row['nme_std'])} | {row['source']} |")
+           "", markdown.table(
+               ["Method", "[0°, 30°]", "(30°, 60°]", "(60°, 90°]", "Mean", "Std", "Source"],
+               [[f"{m} ({NOTE})"] + [cell(v) for v in row["nme_bins"]]
+                + [cell(row["nme_mean"]), cell(row["nme_std"]), row["source"]]
+                for m, row in r.items()])]
   return "\n".join(lines) + "\n"

@@ -16,6 +16,8 @@ import json
 import math
 import sys
 
+from cprfa_jax.report import markdown
+
 BEGIN, END = "<!-- quickstart-table -->", "<!-- /quickstart-table -->"
 ROWS = (("PnP-68", "PnP-68 (our landmark network)"), ("PnP + DAFI(C)", "PnP + DAFI(C)"),
         ("Online LM", "Online LM on the DAFI"), ("CPR(C)", "CPR(C)"), ("CPR-H", "CPR-H"),
@@ -44,16 +46,16 @@ def table(report: dict) -> str:
   sizes = ", ".join(f"{s}: {sets[s]['num_images']} images, {sets[s]['num_points']} points"
                     for s in names)
   lines = [f"Measured at commit `{code['commit'][:10]}` ({sizes}); landmark NME in %, mean of "
-           "the |yaw| bins a set has.", "",
-           "| method | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+           "the |yaw| bins a set has.", ""]
+  grid = []
   for key, label in ROWS:
     cells = []
     for s in names:
       row = sets[s]["methods"].get(key)
       v = None if row is None else row["nme_mean"]
       cells.append("–" if v is None else (f"**{v:.2f}**" if v == best[s] else f"{v:.2f}"))
-    lines.append(f"| {label} | " + " | ".join(cells) + " |")
-  return "\n".join(lines)
+    grid.append([label] + cells)
+  return "\n".join(lines + [markdown.table(["method"] + names, grid)])
 
 
 def replace_block(text: str, block: str, where: str = "README") -> str:

@@ -26,6 +26,7 @@ import numpy as np
 from cprfa_jax import cli, render
 from cprfa_jax.data import datasets
 from cprfa_jax.mm.model import shape
+from cprfa_jax.report import markdown as markdown_lib
 
 SCRIPT = "python -m cprfa_jax.studies.occlusion_margin"
 CPRFA, LM = "CPRFA (CPR-H + CAPU)", "Online LM"
@@ -84,10 +85,10 @@ def markdown(results: dict, a: str, b: str) -> str:
   lines = [f"Margin {b} − {a} (landmark NME %, positive: {a} is better), images binned by the "
            "share of the face hidden by occluders.", ""]
   for name, rows in results.items():
-    lines += [f"### {name}", "", f"| face occluded | images | {a} | {b} | margin |",
-              "|---|---|---|---|---|"]
-    lines += [f"| {100 * r['lo']:.0f}–{100 * r['hi']:.0f}% | {r['n']} | {_fmt(r['a'])} | "
-              f"{_fmt(r['b'])} | {_fmt(r['margin'])} |" for r in rows]
+    lines += [f"### {name}", "", markdown_lib.table(
+        ["face occluded", "images", a, b, "margin"],
+        [[f"{100 * r['lo']:.0f}–{100 * r['hi']:.0f}%", str(r["n"]), _fmt(r["a"]), _fmt(r["b"]),
+          _fmt(r["margin"])] for r in rows])]
     lines.append("")
   return "\n".join(lines)
 

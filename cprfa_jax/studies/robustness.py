@@ -35,15 +35,15 @@ from ml_collections import config_flags
 from cprfa_jax import cli, observe, workdirs
 from cprfa_jax.data import corrupt, datasets
 from cprfa_jax.decode import pixel
-from cprfa_jax.evaluate import methods as fit_eval
+from cprfa_jax.evaluate import methods as evaluate_methods
 from cprfa_jax.evaluate import table2
 from cprfa_jax.geometry import projection
 from cprfa_jax.nets import build
-from cprfa_jax.report import curves, draw
+from cprfa_jax.report import curves, draw, markdown
 
 SETS = ("synth-aflw", "synth-cofw")
-REGRESSORS = (("CPR(C)", "cpr"), ("CPR-H", "cpr_h"), ("CPRFA", "capu"))
-BASELINES = ("PnP-68", "PnP + DAFI(C)", "Online LM")
+# The regressors with their landmark branch, by their short labels (`evaluate.methods.METHODS`).
+REGRESSORS = tuple((m.short, m.stage) for m in evaluate_methods.REGRESSORS if m.with_landmarks)
 RESOLUTION = "resolution"
 
 
@@ -64,18 +64,18 @@ def trained_on(config, workdir) -> dict:
 
 def _fit_all(config, model3d, trained, sel, obs, hw, points, yaw):
   """{method: NME (mean of |yaw| bins, fraction)} on one set of observations."""
-  fits = fit_eval.baselines(model3d, obs, sel["selected"], online_lm=config.eval.online_lm,
+  fits = evaluate_methods.baselines(model3d, obs, sel["selected"], online_lm=config.eval.online_lm,
                             batch_size=config.eval.batch_size)
   for label, stage in REGRESSORS:
     if stage in trained:
-      a, p, _ = fit_eval.run_regressor(config, model3d, stage, trained[stage], obs,
+      a, p, _ = evaluate_methods.run_regressor(config, model3d, stage, trained[stage], obs,
                                        sel["selected"], sel["layout"], True,
                                        config.eval.batch_size)
       fits[label] = (a, p, np.ones(len(a), bool))
   out = {}
   for k, v in fits.items():
-    nme = fit_eval.method_results(model3d, obs, *v, hw, points)["nme"]
-    out[k] = fit_eval.table_row(nme, yaw, config.eval.failure_nme)["nme_mean"] / 100.0
+    nme = evaluate_methods.method_results(model3d, obs, *v, hw, points)["nme"]
+    out[k] = evaluate_methods.table_row(nme, yaw, config.eval.failure_nme)["nme_mean"] / 100.0
   return out
 
 
@@ -142,11 +142,9 @@ def table_md(name, kind, results) -> str:
   levels = list(results)
   methods = list(results[levels[0]])
   unit = corrupt.UNITS.get(kind, "image size (px)")
-  lines = [f"#### {name}: {kind} ({unit})", "",
-           "| method | " + " | ".join(levels) + " |", "|---|" + "---|" * len(levels)]
-  for m in methods:
-    lines.append(f"| {m} | " + " | ".join(f"{100 * results[l][m]:.2f}" for l in levels) + " |")
-  return "\n".join(lines) + "\n"
+  grid = markdown.table(["method"] + levels,
+                        [[m] + [f"{100 * results[l][m]:.2f}" for l in levels] for m in methods])
+  return f"#### {name}: {kind} ({unit})\n\n{grid}\n"
 
 
 def study(config, workdir, model3d, out_dir, num, sizes=(), kinds=tuple(corrupt.LEVELS),

@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import time
 
-from cprfa_jax import observe
-from cprfa_jax.nets import build
 from cprfa_jax.train import loop
 from cprfa_jax.train.selection import ensure_selection
 from cprfa_jax.train.stages import dafi, landmarks, regressors
 from cprfa_jax.workdirs import (
   is_trained,
-  params_of,
   stage_config,
   stage_dir,
   stage_flag,
@@ -70,12 +67,7 @@ def _run_stage(config, root, stage, model3d, log=print):
   elif stage == "landmarks":
     landmarks.run(view, sdir, model3d, log=log)
   else:
-    sel = ensure_selection(config, root, model3d, log)
-    fused = build.VARIANTS[stage]["fusion"]
-    observer = observe.Observer(config, root, model3d, fused, config.cpr.dafi_source,
-                                config.cpr.landmark_dropout if fused else 0.0)
-    frozen = params_of(config, root, "cpr_h")["stages_round1"] if stage == "capu" else None
-    regressors.run(view, sdir, model3d, stage, sel["selected"], sel["layout"], observer, frozen,
+    regressors.run(config, root, model3d, stage, ensure_selection(config, root, model3d, log),
                    log=log)
 
 

@@ -22,8 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cprfa_jax import decode, observe
-from cprfa_jax.cpr import path
+from cprfa_jax import decode, observe, workdirs
 from cprfa_jax.data import streams
 from cprfa_jax.mm.model import join_alpha
 from cprfa_jax.nets import build
@@ -55,20 +54,6 @@ def validate(config, stage) -> None:
   if not 0 <= c.landmark_dropout < 1:
     raise ValueError(f"--config.cpr.landmark_dropout={c.landmark_dropout} must be in [0, 1)")
 
-
-
-def kappa_sample_line(config, model3d) -> str:
-  """What Eq. 6's κ sample is at this model and config, said at the start of every regressor
-  stage (and recorded in evaluate.py's report): derived from V, or capped by cpr.max_sampled."""
-  c = config.cpr
-  b = path.sample_bound(c.kappa, model3d.num_vertices, c.max_sampled or None)
-  line = (f"Eq. 6 samples round(κ · #detected) of the detected vertices, κ = {c.kappa}: up to "
-          f"{b.k_max} per image")
-  if b.capped:
-    return line + (f", capped by --config.cpr.max_sampled={c.max_sampled} below ceil(κ · V) = "
-                   f"{b.needed} (V = {model3d.num_vertices}): images with more than "
-                   f"{int(b.k_max / c.kappa)} detected vertices use fewer than κ of them")
-  return line + f" (ceil(κ · V), V = {model3d.num_vertices}: never capped)"
 
 
 def fit_loss(model3d, points_P, alpha_QxBxA, pose_QxBx6, alpha_gt_BxA, pose_gt_Bx6,
@@ -144,13 +129,19 @@ class Observed:
       self._batches.close()
 
 
-def run(config, workdir, model3d, stage, sel_C, layout_3xN, observe_fn, frozen_round1=None,
-        log=print, batches=None):
-  """Trains one regressor stage; returns the final TrainState."""
-  validate(config, stage)
-  log(kappa_sample_line(config, model3d))
-  init_fn, loss_fn = stage_fns(config, model3d, stage, sel_C, layout_3xN, frozen_round1)
+def run(config, root, model3d, stage, sel, log=print, batches=None):
+  """Trains one regressor stage of the pipeline in `root` (its U-Net and landmark network, and
+  for capu CPR-H's round 1, trained there); `sel`: the workdir's vertex selection. Returns the
+  final TrainState."""
+  view = workdirs.stage_config(config, stage)
+  validate(view, stage)
+  log(build.kappa_sample_line(view, model3d))
+  fused = build.VARIANTS[stage]["fusion"]
+  frozen = workdirs.params_of(config, root, "cpr_h")["stages_round1"] if stage == "capu" else None
+  init_fn, loss_fn = stage_fns(view, model3d, stage, sel["selected"], sel["layout"], frozen)
   if batches is None:
-    source = streams.batches_fn(config, model3d, STREAM_KEYS)
-    batches = lambda start: Observed(source(start), start, observe_fn)
-  return loop.train(config, workdir, init_fn, loss_fn, batches, log=log)
+    observer = observe.Observer(config, root, model3d, fused, config.cpr.dafi_source,
+                                config.cpr.landmark_dropout if fused else 0.0)
+    source = streams.batches_fn(view, model3d, STREAM_KEYS)
+    batches = lambda start: Observed(source(start), start, observer)
+  return loop.train(view, workdirs.stage_dir(root, stage), init_fn, loss_fn, batches, log=log)
