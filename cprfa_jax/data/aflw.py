@@ -34,7 +34,7 @@ import sys
 import cv2
 import numpy as np
 
-from cprfa_jax.data import crops, real, tfds_io
+from cprfa_jax.data import benchmark, crops, real
 from cprfa_jax.data.crops import ExampleError
 
 FILES = {"pts21": "AFLW_GT_pts21.npy", "pts68": "AFLW_GT_pts68.npy",
@@ -66,22 +66,6 @@ def read_image(path) -> np.ndarray:
   if bgr is None:
     raise ExampleError(f"{path}: unreadable image (OpenCV cannot decode it)")
   return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def frame(image_HxWx3, box68_px_68x2, image_size: int, box_scale: float):
-  """The training data's framing (`data.real`): (image (S, S, 3), to_crop(points) -> points),
-  the crop square around the 68-point box, zero-padded, resized to S."""
-  x0, y0, side = crops.crop_box(np.asarray(box68_px_68x2, np.float64), box_scale)
-  k, b = crops.crop_affine(x0, y0, side, image_size)
-  to_crop = lambda p: (k * np.asarray(p, np.float64) + b).astype(np.float32)
-  return crops.crop_resize(image_HxWx3, x0, y0, side, image_size), to_crop
-
-
-def write(name, examples, out_dir, spec_, meta, overwrite=False, encoding="bytes"):
-  return tfds_io.write_dataset(name, examples, out_dir, spec_, split="test", metadata=meta,
-                               encoding=encoding, overwrite=overwrite,
-                               description=f"{meta['source']} ({meta['protocol']}) in the "
-                                           "cprfa-jax benchmark schema")
 
 
 # --- AFLW -------------------------------------------------------------------------------------
@@ -151,7 +135,7 @@ def make_example(path, i: int, arrays: dict, image_size: int, box_scale: float) 
   if not valid.any():
     raise ExampleError(f"{path}: face {i} has no annotated point in {FILES['pts21']}")
   try:
-    crop, to_crop = frame(image, to_image(pts68), image_size, box_scale)
+    crop, to_crop = benchmark.frame(image, to_image(pts68), image_size, box_scale)
   except ExampleError as e:
     raise ExampleError(f"{path}: face {i}: {e}") from None
   points = np.where(valid[:, None], to_crop(to_image(pts21)), np.nan).astype(np.float32)
@@ -189,7 +173,7 @@ def build(root, out_dir, *, annotations=None, image_size=128, box_scale=2.0, nam
     log(f"aflw: {len(paths) - len(skipped)} examples from {len(paths)} crops; "
         f"skipped {len(skipped)}")
 
-  return write(name or f"cprfa_aflw_{image_size}", examples(), out_dir, spec(image_size), meta,
+  return benchmark.write(name or f"cprfa_aflw_{image_size}", examples(), out_dir, spec(image_size), meta,
                overwrite)
 
 
@@ -244,37 +228,15 @@ def reannotated_points(source, path, num: int | None = None) -> np.ndarray:
   return out
 
 
-def add_build_flags(p, default_name: str, unit: str) -> None:
-  """The options every benchmark reader's CLI shares (this module's and `data.cofw`'s)."""
-  p.add_argument("--out", required=True, help="tfds data_dir to write into")
-  p.add_argument("--name", help=f"dataset name (default {default_name})")
-  p.add_argument("--image-size", type=int, default=128)
-  p.add_argument("--box-scale", type=float, default=2.0)
-  p.add_argument("--on-error", choices=("skip", "stop"), default="stop")
-  p.add_argument("--limit", type=int, help=f"only the first N {unit} (a quick try)")
-  p.add_argument("--overwrite", action="store_true")
-
-
-def run_build(build_fn, a, *args, **kwargs) -> None:
-  """Calls a reader's `build` with the shared options of `a`; a user error is one line."""
-  try:
-    out = build_fn(*args, out_dir=a.out, image_size=a.image_size, box_scale=a.box_scale,
-                   name=a.name, limit=a.limit, on_error=a.on_error, overwrite=a.overwrite,
-                   **kwargs)
-  except (OSError, ExampleError) as e:
-    sys.exit(f"error: {e}")
-  print(f"wrote {out}")
-
-
 def main(argv=None):
   p = argparse.ArgumentParser(description="AFLW (21 points, 3DDFA's benchmark layout) -> a "
                               "cprfa-jax tfds test set (split test)")
   p.add_argument("--root", required=True, help=f"folder holding {CROP_DIR}/ (and {LIST_FILE})")
   p.add_argument("--annotations", help="folder holding the AFLW_GT_*.npy arrays (3DDFA's "
                  "test.configs/); default: --root")
-  add_build_flags(p, "cprfa_aflw_<image-size>", "faces")
+  benchmark.add_build_flags(p, "cprfa_aflw_<image-size>", "faces")
   a = p.parse_args(argv)
-  run_build(build, a, a.root, annotations=a.annotations)
+  benchmark.run_build(build, a, a.root, annotations=a.annotations)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import sys
 import numpy as np
 import scipy.io
 
-from cprfa_jax.data.aflw import add_build_flags, frame, run_build, write
+from cprfa_jax.data.benchmark import add_build_flags, frame, run_build, write
 from cprfa_jax.data.crops import ExampleError
 
 ANN_DIR, BOX_FILE = "test_annotations", "cofw68_test_bboxes.mat"
