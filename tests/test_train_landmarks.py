@@ -130,7 +130,7 @@ def test_equal_configs_share_one_compilation():
     config = tiny_config()
     x = np.zeros((1, 32, 32, 3), np.float32)
     params = build.landmarks_network(config).init(jax.random.PRNGKey(0), x)["params"]
-    images = np.zeros((3, 32, 32, 3), np.uint8)
+    images = np.zeros((5, 32, 32, 3), np.uint8)     # a batch no other test compiles
     jax.block_until_ready(build.landmarks(config)(params, images))
     first = len(traces)
     jax.block_until_ready(build.landmarks(tiny_config())(params, images))
