@@ -120,30 +120,6 @@ def test_network_shapes_jit_and_vmap():
   chex.assert_shape([pts, conf], [(3, 68, 2), (3, 68)])
 
 
-def test_equal_configs_share_one_compilation():
-  # evaluate.py, the observer and the predictor each ask nets.build for the network of their
-  # config: a second, equal config must reuse the compiled function, not trace it again.
-  traces = []
-  listen = lambda name, *a, **k: traces.append(name) if name.endswith("jaxpr_trace_duration") else None
-  jax.monitoring.register_event_duration_secs_listener(listen)
-  try:
-    config = tiny_config()
-    x = np.zeros((1, 32, 32, 3), np.float32)
-    params = build.landmarks_network(config).init(jax.random.PRNGKey(0), x)["params"]
-    images = np.zeros((5, 32, 32, 3), np.uint8)     # a batch no other test compiles
-    jax.block_until_ready(build.landmarks(config)(params, images))
-    first = len(traces)
-    jax.block_until_ready(build.landmarks(tiny_config())(params, images))
-    assert first >= 1 and len(traces) == first
-    other = tiny_config()
-    other.lmnet.widths = (8, 16)                    # another network: a new compilation
-    params2 = build.landmarks_network(other).init(jax.random.PRNGKey(0), x)["params"]
-    jax.block_until_ready(build.landmarks(other)(params2, images))
-    assert len(traces) > first
-  finally:
-    jax.monitoring.unregister_event_duration_listener(listen)
-
-
 def test_a_few_steps_lower_the_loss(tmp_path, model3d):
   """Same batch every step: the loss must fall (overfitting one batch is the minimum bar)."""
   config = tiny_config(num_steps=20, log_every=1, checkpoint_every=100)
