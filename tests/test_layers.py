@@ -117,3 +117,19 @@ def test_every_folder_says_its_role_in_one_line():
   for init in sorted(PKG.rglob("__init__.py")):
     doc = ast.get_docstring(ast.parse(init.read_text()))
     assert doc and len(doc.splitlines()) == 1, f"{init.relative_to(ROOT)}: {doc!r}"
+
+
+def test_no_local_name_shadows_an_imported_module():
+  # A function that rebinds the name of a module the file imports (a list called `crops` in a
+  # file that imports `data.crops`) breaks every later use of the module in that function.
+  found = []
+  for path in sorted(PKG.rglob("*.py")):
+    tree = ast.parse(path.read_text())
+    imported = {a.asname or a.name for node in tree.body if isinstance(node, ast.ImportFrom)
+                and node.module and node.module.startswith("cprfa_jax") for a in node.names}
+    for node in ast.walk(tree):
+      name = (node.id if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)
+              else node.arg if isinstance(node, ast.arg) else None)
+      if name in imported:
+        found.append(f"{path.relative_to(ROOT)}:{node.lineno} rebinds {name}")
+  assert found == []

@@ -107,18 +107,18 @@ def load_arrays(ann_dir) -> dict:
 def image_paths(root, n: int) -> tuple[list[pathlib.Path], str]:
   """The n crop files in index order and how the order was decided."""
   root = pathlib.Path(root)
-  crops = root / CROP_DIR
-  if not crops.is_dir():
-    raise ExampleError(f"{crops}: no such directory (3DDFA's test.data/{CROP_DIR})")
+  crop_dir = root / CROP_DIR
+  if not crop_dir.is_dir():
+    raise ExampleError(f"{crop_dir}: no such directory (3DDFA's test.data/{CROP_DIR})")
   listing = root / LIST_FILE
   if listing.is_file():
     names = [ln.strip() for ln in listing.read_text().splitlines() if ln.strip()]
-    paths = [crops / pathlib.Path(nm).name if not (root / nm).is_file() else root / nm
+    paths = [crop_dir / pathlib.Path(nm).name if not (root / nm).is_file() else root / nm
              for nm in names]
     source, order = listing, f"{LIST_FILE} (line i = face i)"
   else:
-    paths = sorted(p for p in crops.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    source, order = crops, "sorted file names (no AFLW_GT_crop.list)"
+    paths = sorted(p for p in crop_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    source, order = crop_dir, "sorted file names (no AFLW_GT_crop.list)"
   if len(paths) != n:
     raise ExampleError(f"{source}: {len(paths)} images but the arrays hold {n} faces")
   return paths, order

@@ -94,14 +94,14 @@ class Predictor:
   def crop(self, photo_HxWx3, boxes_Fx4):
     """The network's inputs for the faces in `boxes_Fx4` of one photo: crops (F, S, S, 3)
     uint8, k (F,), b (F, 2) with crop pixel = k * photo pixel + b."""
-    crops, ks, bs = [], [], []
+    images, ks, bs = [], [], []
     for box in np.asarray(boxes_Fx4, np.float64).reshape(-1, 4):
       x0, y0, side = crops.crop_box(box.reshape(2, 2), self.box_scale)
-      crops.append(crops.crop_resize(photo_HxWx3, x0, y0, side, self.size))
+      images.append(crops.crop_resize(photo_HxWx3, x0, y0, side, self.size))
       k, b = crops.crop_affine(x0, y0, side, self.size)
       ks.append(k)
       bs.append(b)
-    return (np.stack(crops) if crops else np.zeros((0, self.size, self.size, 3), np.uint8),
+    return (np.stack(images) if images else np.zeros((0, self.size, self.size, 3), np.uint8),
             np.asarray(ks, np.float32), np.asarray(bs, np.float32).reshape(-1, 2))
 
   def fit_crops(self, crops_FxSxSx3, k_F, b_Fx2, landmarks_Fx68x2=None) -> dict:
@@ -127,9 +127,9 @@ class Predictor:
     boxes = np.asarray(boxes_Fx4, np.float64).reshape(-1, 4)
     if landmarks is None and self.landmark_fn is not None and len(boxes):
       landmarks = self.landmark_fn(photo, boxes)
-    crops, k, b = self.crop(photo, boxes)
-    out = self.fit_crops(crops, k, b, landmarks)
-    return [self.face(photo.shape[:2], boxes[i], crops[i], k[i], b[i],
+    crops_F, k, b = self.crop(photo, boxes)
+    out = self.fit_crops(crops_F, k, b, landmarks)
+    return [self.face(photo.shape[:2], boxes[i], crops_F[i], k[i], b[i],
                        {key: v[i] for key, v in out.items()}) for i in range(len(boxes))]
 
   def __call__(self, images_BxHxWx3, boxes_Bx4, landmarks=None) -> list[dict]:
@@ -139,10 +139,10 @@ class Predictor:
     boxes = np.asarray(boxes_Bx4, np.float64).reshape(-1, 4)
     if len(images) != len(boxes):
       raise ValueError(f"{len(images)} images but {len(boxes)} boxes: give one box per image")
-    crops, ks, bs = zip(*(self.crop(im, bx[None]) for im, bx in zip(images, boxes)))
-    crops, k, b = np.concatenate(crops), np.concatenate(ks), np.concatenate(bs)
-    out = self.fit_crops(crops, k, b, landmarks)
-    return [self.face(images.shape[1:3], boxes[i], crops[i], k[i], b[i],
+    crops_F, ks, bs = zip(*(self.crop(im, bx[None]) for im, bx in zip(images, boxes)))
+    crops_F, k, b = np.concatenate(crops_F), np.concatenate(ks), np.concatenate(bs)
+    out = self.fit_crops(crops_F, k, b, landmarks)
+    return [self.face(images.shape[1:3], boxes[i], crops_F[i], k[i], b[i],
                        {key: v[i] for key, v in out.items()}) for i in range(len(boxes))]
 
   def face(self, photo_hw, box, crop, k, b, out) -> dict:
