@@ -1,8 +1,9 @@
 """Image-to-parameters speed of the full CPRFA pipeline on this machine, in one run:
 
 * the predictor (`cprfa_jax.predict`: one jitted crop-to-face function, DAFI decoding on the
-  device) against the evaluation path (evaluate.py's: jitted networks, host KD-tree decoding of
-  every vertex, the jitted regressor; NumPy between them), at batch 1 (latency) and at
+  device, the observation step training and evaluate.py share) against the host-decoding path
+  (jitted networks, host KD-tree decoding of every vertex by `observe.host_observations`, the
+  jitted regressor; NumPy between them: evaluate.py's path until it moved to the device), at batch 1 (latency) and at
   --throughput_batch;
 * per stage at batch 1: U-Net (DAFI + mask), decoding (device grid and host KD-tree, on the
   true DAFI of a rendered face so it decodes a face's worth of pixels), the landmark network,
@@ -69,8 +70,8 @@ def random_predictor(config, model3d, images) -> Predictor:
 
 
 def eval_path(pred, images):
-  """evaluate.py's route for one batch: U-Net, host KD-tree decoding, landmark network,
-  regressor (`evaluate.methods.run_regressor`'s compiled function)."""
+  """The host-decoding route for one batch (evaluate.py's until it observed on the device):
+  U-Net, host KD-tree decoding, landmark network, regressor (`build.regressor`)."""
   config, model3d, w = pred.config, pred.model3d, pred.weights
   unet, lmnet = build.unet(config), build.landmarks(config)
   reg = build.regressor(config, model3d, STAGE)
@@ -82,7 +83,7 @@ def eval_path(pred, images):
   def run():
     d, m = unet(w.unet, images)
     lm = np.asarray(lmnet(w.landmarks, images)[0])
-    obs = observe.observations(np.asarray(d), np.asarray(m) > 0.5, lm, tree,
+    obs = observe.host_observations(np.asarray(d), np.asarray(m) > 0.5, lm, tree,
                                config.cpr.match_dist, hw)
     out = reg(w.regressor, model3d, w.selected_C, w.layout_3xN, observe.to_observations(obs, sel), keys)
     return jax.block_until_ready(out["pose"])

@@ -49,7 +49,7 @@ def main():
   lm_px = np.asarray(build.landmarks(config)(workdirs.params_of(config, args.workdir, "landmarks"),
                                                 images)[0])
   tree = pixel.build_pncc_tree(model3d.pncc_Vx3)
-  obs = observe.observations(np.stack([e["dafi"] for e in exs]).astype(np.float32),
+  obs = observe.host_observations(np.stack([e["dafi"] for e in exs]).astype(np.float32),
                              np.stack([e["mask"] for e in exs]).astype(bool), lm_px, tree,
                              config.cpr.match_dist, (s, s), decode=config.cpr.decode)
   sel = workdirs.read_selection(args.workdir)

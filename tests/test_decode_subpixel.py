@@ -148,16 +148,16 @@ def test_observations_decode_with_the_configured_decoder():
   field, mask, pncc, _ = rendered_face((40, 40))
   tree = dafi.build_pncc_tree(pncc)
   batch = np.stack([field, field[:, ::-1]]).astype(np.float32), np.stack([mask, mask[:, ::-1]])
-  obs = observe.observations(*batch, None, tree, 0.02, (40, 40), decode="subpixel")
+  obs = observe.host_observations(*batch, None, tree, 0.02, (40, 40), decode="subpixel")
   for i in range(2):
     pos, det = decode_dafi_subpixel(batch[0][i], batch[1][i], pncc, None, 0.02)
     np.testing.assert_array_equal(obs["det_all"][i], det)
     np.testing.assert_allclose(obs["y_all"][i][det], geo.from_pixels(pos[det], (40, 40)),
                                atol=1e-6)
-  pixel = observe.observations(*batch, None, tree, 0.02, (40, 40))
+  pixel = observe.host_observations(*batch, None, tree, 0.02, (40, 40))
   assert pixel["det_all"].sum() < obs["det_all"].sum()
   with pytest.raises(ValueError, match="cpr.decode='bilinear'"):
-    observe.observations(*batch, None, tree, 0.02, (40, 40), decode="bilinear")
+    observe.host_observations(*batch, None, tree, 0.02, (40, 40), decode="bilinear")
 
 
 # --- the device version (`decode.subpixel_device`) against the host one --------------------------

@@ -110,7 +110,7 @@ def test_observations_of_a_painted_pncc_image_are_the_true_projections():
     d[0, y, x] = np.asarray(m.pncc_Vx3)[v]
     mask[0, y, x] = True
   lm = np.full((1, 68, 2), 15.5, np.float32)
-  obs = observe.observations(d, mask, lm, tree, 0.01, hw, np.array([False]))
+  obs = observe.host_observations(d, mask, lm, tree, 0.01, hw, np.array([False]))
   assert obs["det_all"].sum() == 3 and not obs["det_lm"].any()
   for v, (x, y) in px.items():
     np.testing.assert_allclose(projection.to_pixels(obs["y_all"][0, v], hw), (x, y), atol=1e-5)

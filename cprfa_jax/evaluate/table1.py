@@ -1,8 +1,9 @@
 """Evaluating the HS-U-Net stage: Table 1 of the paper, from `observe.decode_set`'s decoded sets.
 
 For every test image the predicted DAFI (full resolution, pixels where the predicted mask is
-> 0.5) is decoded into vertex positions with the KD-tree of §2.1; a vertex is detected if some
-pixel matches it within `eval.match_dist`. Per image and vertex subset (the 68 landmark
+> 0.5) is decoded into vertex positions as §2.1 does (the pixel mean, on the device:
+`observe.observe_images`); a vertex is detected if some pixel matches it within
+`eval.match_dist`. Per image and vertex subset (the 68 landmark
 vertices, all vertices, the C selected ones) we report the NME of the detected vertices
 against their ground-truth projections (normalised by the ground-truth landmark box, as for
 landmarks) and the detection rate; Table 1 bins them by |yaw| and counts a failure when the NME
@@ -121,7 +122,6 @@ def evaluate(config, root, model3d, params, sel, statuses, compare_untrained, lo
         f"V = {model3d.num_vertices})\n"]
   subsets = {"DAFI": np.asarray(model3d.landmarks_68), "DAFI all": np.arange(model3d.num_vertices),
              "DAFI CPR": sel["selected"]}
-  lm_net = None if lm_params is None else (build.landmarks(config), lm_params)
   lm_mark, lm_fields = stage_status.mark(("landmarks",), statuses)
   for set_name in config.data.eval_sets:
     src = sets.eval_source(config, model3d, set_name, log)
@@ -136,7 +136,7 @@ def evaluate(config, root, model3d, params, sel, statuses, compare_untrained, lo
     for label, p in runs:
       log(f"{set_name}: decoding {num} images with the {label} U-Net ...")
       dec = observe.decode_set(config, p, model3d, src, num,
-                               lm_net if label == "trained" else None)
+                               lm_params if label == "trained" else None)
       rows = [(name, subset_table(dec, idx)) for name, idx in subsets.items()]
       if label == "trained":
         for _, r in rows:

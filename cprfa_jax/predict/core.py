@@ -1,7 +1,8 @@
-"""From face crops to fitted faces in one pure function: U-Net (§2.1), DAFI decoding on the
-device (`decode.decode_device`, by the method the regressors were trained with), the landmark
-network (FAN-3D's role, §2.5) or landmarks given by the caller, and the CPR regressor's two rounds (Eq. 4-8). No host round trip: this is the
-function `Predictor` jits and `predict.export` serialises.
+"""From face crops to fitted faces in one pure function: the observation step training and
+evaluation run (`observe.observe_images`: U-Net, §2.1; DAFI decoding on the device by the
+method the regressors were trained with; the landmark network, FAN-3D's role in §2.5), landmarks
+given by the caller where there are some, and the CPR regressor's two rounds (Eq. 4-8). No host
+round trip: this is the function `Predictor` jits and `predict.export` serialises.
 
 Everything it needs that is not an image is one pytree, `Weights` (parameters, model, PNCC grid,
 selection), so it can be an argument (jit: one compilation for any weights of the same shapes)
@@ -20,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from cprfa_jax import decode, metrics
+from cprfa_jax import decode, metrics, observe
 from cprfa_jax.geometry import projection
 from cprfa_jax.mm.model import MorphableModel, vertices
 from cprfa_jax.nets import build
@@ -60,20 +61,18 @@ def fit_crops(settings: Settings, w: Weights, crops_BxSxSx3, k_B, b_Bx2, landmar
   config, stage = settings.config, settings.stage
   s = crops_BxSxSx3.shape[1]
   hw = (s, s)
-  dafi, prob = build.unet_apply(build.unet_network(config), w.unet, crops_BxSxSx3)
-  mask = prob > 0.5
-  # Decoded as the regressors were trained (cpr.decode), on the device.
-  px_BxVx2, det_BxV = decode.decode_device(config.cpr.get("decode", "pixel"), dafi, mask, w.grid,
-                                           w.model3d.pncc_Vx3, config.cpr.match_dist)
-  y_all = projection.from_pixels(px_BxVx2, hw)
+  # The observation step of training and evaluation (`observe.observe_images`), decoded as
+  # the regressors were trained (cpr.decode).
+  o = observe.observe_images(observe.nets_of(config, w.landmarks is not None), w.unet,
+                             w.landmarks, observe.Codes(w.grid, w.model3d.pncc_Vx3),
+                             crops_BxSxSx3)
+  dafi, mask, y_all, det_BxV = o["dafi"], o["mask"], o["y_all"], o["det_all"]
   k, b = k_B[:, None, None], b_Bx2[:, None, :]
   obs = Observations(y_all[:, w.selected_C], det_BxV[:, w.selected_C], y_all, det_BxV)
   if w.landmarks is not None:
-    lm_net = build.landmarks_apply(build.landmarks_network(config), w.landmarks,
-                                      crops_BxSxSx3)[0]
-    lm_crop = jnp.where(landmarks_given_B[:, None, None], k * landmarks_Bx68x2 + b, lm_net)
-    obs = obs._replace(y_lm=projection.from_pixels(lm_crop, hw),
-                       det_lm=jnp.ones(lm_crop.shape[:2], bool))
+    given = projection.from_pixels(k * landmarks_Bx68x2 + b, hw)
+    obs = obs._replace(y_lm=jnp.where(landmarks_given_B[:, None, None], given, o["y_lm"]),
+                       det_lm=o["det_lm"])
   keys = build.inference_keys(config.seed, crops_BxSxSx3.shape[0])
   out = build.regressor_apply(config, w.model3d, stage, w.regressor, w.selected_C,
                                  w.layout_3xN, obs, keys)

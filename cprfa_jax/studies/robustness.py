@@ -6,7 +6,7 @@ controlled ways (`data.corrupt`), at each level from none to severe.
 
 For each set (synth-aflw, synth-cofw) and each corruption and level, the first --num images'
 true DAFIs are corrupted (one generator per (corruption, level, image), so every method sees the
-same inputs), decoded (§2.1, the KD-tree), and fitted by PnP + DAFI(C), the online LM, CPR(C),
+same inputs), decoded (§2.1, `cpr.decode`, on the device as in training), and fitted by PnP + DAFI(C), the online LM, CPR(C),
 CPR-H and CPRFA; PnP-68 (the landmark network's points, which no DAFI corruption touches) is
 the flat reference. The fused regressors get the landmark network's points on the clean image:
 landmarks at a fixed noise, whatever the DAFI. The sixth axis, `resolution`, decodes the same
@@ -34,7 +34,6 @@ from ml_collections import config_flags
 
 from cprfa_jax import cli, observe, workdirs
 from cprfa_jax.data import corrupt, datasets
-from cprfa_jax.decode import pixel
 from cprfa_jax.evaluate import methods as evaluate_methods
 from cprfa_jax.evaluate import table2
 from cprfa_jax.geometry import projection
@@ -79,9 +78,8 @@ def _fit_all(config, model3d, trained, sel, obs, hw, points, yaw):
   return out
 
 
-def _observations(dafi, mask, y_lm, truth, config, tree, hw):
-  obs = observe.observations(dafi, mask, None, tree, config.cpr.match_dist, hw,
-                             decode=config.cpr.decode)
+def _observations(dafi, mask, y_lm, truth, config, codes):
+  obs = observe.decode_set_arrays(config.cpr.decode, codes, dafi, mask, config.eval.batch_size)
   obs["y_lm"], obs["det_lm"] = y_lm, np.ones(y_lm.shape[:2], bool)
   obs.update(truth)
   return obs
@@ -100,7 +98,7 @@ def run_set(config, model3d, name, num, trained, sel, lm_params, sizes, kinds, l
                           for i in range(0, num, 32)])
   y_lm = np.asarray(projection.from_pixels(lm_px, hw), np.float32)
   _, points, _ = table2.set_protocol(src, name)
-  tree = pixel.build_pncc_tree(model3d.pncc_Vx3)
+  codes = observe.codes_of(model3d, config.cpr.match_dist)
   spacing = corrupt.pncc_spacing(model3d.pncc_Vx3)
   gt_dafi, gt_mask = stack("dafi").astype(np.float32), stack("mask").astype(bool)
   out = {}
@@ -112,7 +110,7 @@ def run_set(config, model3d, name, num, trained, sel, lm_params, sizes, kinds, l
                                    np.random.default_rng([config.seed, 12, ki, li, i]), spacing)
                for i in range(num)]
       d, m = np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
-      obs = _observations(d, m, y_lm, truth, config, tree, hw)
+      obs = _observations(d, m, y_lm, truth, config, codes)
       out[kind][f"{level:g}"] = _fit_all(config, model3d, trained, sel, obs, hw, points,
                                          truth["yaw"])
       log(f"{name}: {kind} {level:g}: " + ", ".join(
@@ -129,7 +127,7 @@ def run_set(config, model3d, name, num, trained, sel, lm_params, sizes, kinds, l
       truth_o = {"landmarks": np.stack([x["landmarks"] for x in oex]), "yaw": truth["yaw"]}
       obs = _observations(np.stack([x["dafi"] for x in oex]).astype(np.float32),
                           np.stack([x["mask"] for x in oex]).astype(bool), y_lm, truth_o,
-                          config, tree, hw_o)
+                          config, codes)
       out[RESOLUTION][str(size)] = _fit_all(config, model3d, trained, sel, obs, hw_o, points,
                                             truth["yaw"])
       log(f"{name}: {RESOLUTION} {size} px: " + ", ".join(

@@ -1,8 +1,9 @@
 """cprfa_jax.predict on photos, with the smoke pipeline (conftest's `smoke_workdir`): synthetic
 faces pasted into larger canvases at known offsets and integer scales (nearest-neighbour
 upsampled, so the predictor's area-resized crop is exactly the rendered image), several per
-photo. The predictor's landmarks in photo pixels must equal the evaluation path's (host KD-tree
-decoding, `methods.run_regressor`) mapped to the photo; the exported artifact must equal the
+photo. The predictor's landmarks in photo pixels must equal the host reference path's (the
+jitted networks, host decoding by `observe.host_observations`, `methods.run_regressor`) mapped
+to the photo; the exported artifact must equal the
 jitted function when run with jax and numpy alone; the CLI writes every output and reports
 each bad input in one line."""
 
@@ -18,9 +19,11 @@ import pytest
 from cprfa_jax import cli, observe, workdirs
 from cprfa_jax.data import sampler
 from cprfa_jax.data.datasets import set_config
+from cprfa_jax.decode import pixel
 from cprfa_jax.evaluate import methods
 from cprfa_jax.geometry import projection
 from cprfa_jax.mm.model import vertices
+from cprfa_jax.nets import build
 from cprfa_jax.predict import outputs
 from cprfa_jax.predict.predictor import BOX_SCALE, Predictor
 
@@ -46,6 +49,18 @@ def _paste(images, layout, hw):
   return canvas, np.array(boxes)
 
 
+def _host_observations(config, workdir, model3d, exs):
+  """The observation step's host reference: the jitted networks, then the KD-tree (or NumPy
+  sub-pixel) decoding of `observe.host_observations`."""
+  images = np.stack([e["image"] for e in exs])
+  d, prob = build.unet(config)(workdirs.params_of(config, workdir, "dafi"), images)
+  lm = build.landmarks(config)(workdirs.params_of(config, workdir, "landmarks"), images)[0]
+  return observe.host_observations(np.asarray(d), np.asarray(prob) > 0.5, np.asarray(lm),
+                                   pixel.build_pncc_tree(model3d.pncc_Vx3),
+                                   config.cpr.match_dist, images.shape[1:3],
+                                   decode=config.cpr.decode)
+
+
 def _to_photo(points_px, size, x, y, f):
   """Crop pixels -> photo pixels of a square of side size * f at (x, y) (`data.real.crop_affine`)."""
   k = 1.0 / f
@@ -63,9 +78,8 @@ def setup(smoke_workdir):
   s = config.data.image_size
   exs = sampler.generate(model3d, range(NUM), set_config("synth-aflw", s), 4242)
   images = np.stack([e["image"] for e in exs])
-  # The evaluation path: Observer (host KD-tree decoding), run_regressor, landmarks_px.
-  observer = observe.Observer(config, str(smoke_workdir), model3d, with_landmarks=True)
-  obs = methods.observe_set(observer, dict(enumerate(exs)), NUM, 4)
+  # The host reference path: host KD-tree decoding, run_regressor, landmarks_px.
+  obs = _host_observations(config, str(smoke_workdir), model3d, exs)
   with np.load(workdirs.selection_file(str(smoke_workdir))) as f:
     sel, layout = f["selected"], f["layout"]
   return dict(config=config, model3d=model3d, pred=pred, s=s, exs=exs, images=images, obs=obs,
@@ -272,16 +286,14 @@ def test_cli_usage_errors_are_one_line(tmp_path):
 
 
 def test_subpixel_decoding_on_the_device_matches_the_evaluation_path(setup):
-  # A pipeline trained with cpr.decode=subpixel decodes in the predictor as in evaluate.py
-  # (dafi_subpixel_jax on the device, dafi_subpixel on the host); the smoke weights serve, the
-  # decoder changes no shape. float32 vs float64 decoding: ~1e-5 px apart (measured ~2e-6 px
-  # on the landmarks here).
+  # A pipeline trained with cpr.decode=subpixel decodes in the predictor (decode.subpixel_device)
+  # as its host reference does (decode.subpixel); the smoke weights serve, the decoder changes
+  # no shape. float32 vs float64 decoding: ~1e-5 px apart (measured ~2e-6 px on the landmarks).
   st = setup
   config = cli.load_config(str(CONFIG))
   config.cpr.decode = "subpixel"
   pred = Predictor.from_workdir(config, str(st["workdir"]), st["model3d"])
-  observer = observe.Observer(config, str(st["workdir"]), st["model3d"], with_landmarks=True)
-  obs = methods.observe_set(observer, dict(enumerate(st["exs"])), NUM, 4)
+  obs = _host_observations(config, str(st["workdir"]), st["model3d"], st["exs"])
   assert obs["det_all"].sum() > setup["obs"]["det_all"].sum()     # sub-pixel finds more
   _, lm_eval = _eval_path({**st, "pred": pred}, obs)
   n = len(st["images"])

@@ -8,8 +8,8 @@ rendered faces.
 
 Training data: `config.data.train` (the synthetic stream or a tfds set such as 300W-LP, the
 same batches as the other stages, `data.streams`), seen through the trained HS-U-Net (or
-corrupted ground-truth DAFIs, `cpr.dafi_source`) and the landmark network, decoded on the host
-(`observe`). The loss (§3.2 leaves it open; the issue asks for "projected vertices plus the
+corrupted ground-truth DAFIs, `cpr.dafi_source`) and the landmark network, decoded on the
+device by the predictor's own observation step (`observe.observe_images`). The loss (§3.2 leaves it open; the issue asks for "projected vertices plus the
 parameters"): after every stage q of the trained round, the mean distance between the
 projections of the 68 landmark and C selected vertices under the predicted and the true
 parameters, in units of the face size s, plus `param_weight` times the squared parameter error;
