@@ -53,7 +53,7 @@ def random_predictor(config, model3d, images) -> Predictor:
   unet = build.unet_network(config).init(jax.random.PRNGKey(0), preprocess(x))
   lmnet = build.landmarks_network(config).init(jax.random.PRNGKey(1), preprocess(x))
   rng = np.random.default_rng(0)
-  c = config.eval.num_selected
+  c = config.cpr.num_selected
   left, right = cpr.select_vertices(rng.random(model3d.num_vertices), np.ones(model3d.num_vertices),
                                     np.asarray(model3d.mean_Vx3)[:, 0], c)
   sel, layout = cpr.selected_vertices(left, right), cpr.cpr_layout(c)
@@ -165,7 +165,7 @@ def main():
           else random_predictor(config, model3d, images))
   out = {"machine": f"{platform.machine()} {os.cpu_count()} CPU, {jax.devices()[0].platform}",
          "config": args.config, "trained_weights": bool(args.workdir),
-         "C": config.eval.num_selected, "image_size": size,
+         "C": config.cpr.num_selected, "image_size": size,
          "model": f"{model3d.name} V={model3d.num_vertices}", "q": config.cpr.num_stages,
          "grid_capacity": pred.weights.grid.capacity,
          "unet_widths": list(config.unet.widths), "lmnet_widths": list(config.lmnet.widths),

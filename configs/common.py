@@ -37,10 +37,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.loader_threads = 4        # tfds data.train: Grain read/augment threads per process
   c.data.loader_workers = 0        # ... or worker processes (Grain mp_prefetch) when > 0
 
-  # Stage dafi: the HS-U-Net, trained with the top-level train / optim.
+  # Every stage's schedule is its own block's train / optim (workdirs.stage_config).
+  # Stage dafi: the HS-U-Net.
   c.unet = ml_collections.ConfigDict()
   c.unet.widths = (16, 32, 64, 128)
-  c.train, c.optim = _schedule(1e-4, 1e-7, 4, 1000, 50, 500)   # §3.2: 1e-4 -> 1e-7, batch 4
+  c.unet.train, c.unet.optim = _schedule(1e-4, 1e-7, 4, 1000, 50, 500)  # §3.2: batch 4, 1e-4..1e-7
 
   # Stage landmarks: 68 heatmaps (the paper uses FAN-3D; we train our own on the same data).
   c.lmnet = ml_collections.ConfigDict()
@@ -70,13 +71,13 @@ def base_config() -> ml_collections.ConfigDict:
   # none (the clean truth: the regressor's floor, issue 12).
   c.cpr.corruption = "mild"
   c.cpr.landmark_dropout = 0.1    # fused stages: drop an example's landmarks (runs without them)
+  c.cpr.num_selected = 512         # C, vertices selected for CPR (§3.2)
   c.cpr.param_weight = 0.1         # loss = vertex reprojection + param_weight * parameter error
   c.cpr.train, c.cpr.optim = _schedule(1e-4, 1e-4, 1, 122450, 500, 5000)  # §3.2: batch 1, 1e-4
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 32
   c.eval.match_dist = 0.01         # §3.3: a pixel matches a vertex below this PNCC distance
-  c.eval.num_selected = 512        # C, vertices selected for CPR (§3.2)
   c.eval.accuracy_tau = 0.05       # p2: a detection is accurate below this NME
   c.eval.failure_nme = 0.1         # Table 2 / CED: an image fails above this NME
   # The online LM baseline: host (scipy, one face at a time) | jax (baselines.online_lm_jax,

@@ -41,12 +41,12 @@ def get_config():
   # scratch", Adam, "gradually decreased from 1e-4 to 1e-7" (the decay's shape is not given:
   # train/loop.py decays exponentially), batch four.
   c.unet.widths = (32, 64, 128, 256, 512)    # not given (Fig. 2a has no channel counts)
-  c.train.batch_size = UNET_BATCH
-  c.train.num_steps = UNET_EPOCHS * NUM_TRAIN // UNET_BATCH
-  c.optim.lr = 1e-4
-  c.optim.lr_end = 1e-7
-  c.train.log_every = 500
-  c.train.checkpoint_every = 10_000
+  c.unet.train.batch_size = UNET_BATCH
+  c.unet.train.num_steps = UNET_EPOCHS * NUM_TRAIN // UNET_BATCH
+  c.unet.optim.lr = 1e-4
+  c.unet.optim.lr_end = 1e-7
+  c.unet.train.log_every = 500
+  c.unet.train.checkpoint_every = 10_000
 
   # Stage landmarks: the paper takes its 68 landmarks from FAN-3D ([17], pretrained; §3.4), so
   # it gives no number for this network. Ours is trained on the same 300W-LP images: our
@@ -60,7 +60,7 @@ def get_config():
   # Selection and CPR (§2.2, §3.2): "C = 512 vertices are selected for CPRs", "The dimension of
   # CPRs is set to be 256 x 256": N = C / 2 = 256 (cpr.cpr_layout: channels 1 and 2 hold the
   # C/2 vertices of each half of the face, channel 3 half of each).
-  c.eval.num_selected = 512
+  c.cpr.num_selected = 512
   c.eval.match_dist = 0.01                   # §3.3: "detected" below 0.01 of PNCC distance
   c.cpr.match_dist = 0.01                    # the fit decodes the DAFI as §3.3 does
   c.eval.failure_nme = 0.1                   # Table 1 / §3.3: failure above 10% NME

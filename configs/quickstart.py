@@ -13,12 +13,12 @@ def get_config():
   c.unet.widths = (16, 32, 64, 128)
   # Far fewer steps than the paper's 40 epochs: a larger start, decayed 100x (with the paper's
   # 1000x the last third of a short run learns nothing: its training loss stopped falling).
-  c.optim.lr = 3e-3
-  c.optim.lr_end = 3e-5
-  c.train.batch_size = 16
-  c.train.num_steps = 1800
-  c.train.log_every = 50
-  c.train.checkpoint_every = 250
+  c.unet.optim.lr = 3e-3
+  c.unet.optim.lr_end = 3e-5
+  c.unet.train.batch_size = 16
+  c.unet.train.num_steps = 1800
+  c.unet.train.log_every = 50
+  c.unet.train.checkpoint_every = 250
   # The landmark network: 900 steps (~4 min) reach a landmark NME of ~8% (widths 16..128 did no
   # better); FAN-3D, which the paper uses, is far better (Table 1: 3.89%), so fusion has a
   # weaker partner here than in §3.4.
@@ -27,7 +27,7 @@ def get_config():
   c.lmnet.optim.update(lr=1e-2, lr_end=1e-3)
   # C = 64: at 64 px a face covers ~1000 pixels for 6083 vertices, so only the most reliably
   # detected vertices are worth a CPR row; N = 32 also keeps the CNNs cheap on the CPU.
-  c.eval.num_selected = 64
+  c.cpr.num_selected = 64
   c.cpr.width, c.cpr.features, c.cpr.hidden = 8, 64, 64
   # Decoding for the fit: sub-pixel (`decode.subpixel`, beside the paper's pixel mean): at 64 px
   # a face has ~1000 pixels for 6083 vertices, and the paper's decoding finds 16-25% of the

@@ -18,11 +18,11 @@ def get_config():
   # Measured on 2 CPU cores at 128 px (steady steps/s): U-Net batch 12 0.81, landmark network
   # 1.8, CPR(C) 0.65, CPR-H 0.45, CAPU 0.63; evaluate.py ~15 min for 2 x 300 images. So about
   # 95 minutes in all: the U-Net gets 1,500 steps of 12 (18k images, the quickstart 29k).
-  c.train.batch_size = 12
-  c.train.num_steps = 1500
-  c.train.checkpoint_every = 200
+  c.unet.train.batch_size = 12
+  c.unet.train.num_steps = 1500
+  c.unet.train.checkpoint_every = 200
   c.lmnet.train.update(batch_size=16, num_steps=900, log_every=50, checkpoint_every=150)
   # C = 128: at 128 px a face has ~4000 pixels, so twice the quickstart's vertices are reliably
   # found (the paper: C = 512 at 256 px).
-  c.eval.num_selected = 128
+  c.cpr.num_selected = 128
   return c

@@ -14,8 +14,8 @@ def get_config():
   c.data.num_reference = 16
   c.data.eval_sets = ("synth-aflw", "synth-cofw")
   c.unet.widths = (8, 16, 32)
-  c.optim.update(lr=3e-3, lr_end=3e-4)
-  c.train.update(batch_size=8, num_steps=150, log_every=50, checkpoint_every=50)
+  c.unet.optim.update(lr=3e-3, lr_end=3e-4)
+  c.unet.train.update(batch_size=8, num_steps=150, log_every=50, checkpoint_every=50)
   c.lmnet.widths = (4, 8, 16)
   c.lmnet.train.update(batch_size=8, num_steps=60, log_every=30, checkpoint_every=30)
   c.lmnet.optim.update(lr=1e-2, lr_end=1e-3)
@@ -25,5 +25,5 @@ def get_config():
   c.cpr.train.update(batch_size=4, num_steps=150, log_every=25, checkpoint_every=50)
   c.cpr.optim.update(lr=3e-3, lr_end=3e-4)
   c.eval.batch_size = 16
-  c.eval.num_selected = 64
+  c.cpr.num_selected = 64
   return c

@@ -10,12 +10,12 @@ def get_config():
   c.data.num_eval = 6
   c.data.num_reference = 6
   c.unet.widths = (4, 8, 16)
-  c.optim.lr = 3e-3
-  c.optim.lr_end = 3e-4
-  c.train.batch_size = 4
-  c.train.num_steps = 8
-  c.train.log_every = 2
-  c.train.checkpoint_every = 4
+  c.unet.optim.lr = 3e-3
+  c.unet.optim.lr_end = 3e-4
+  c.unet.train.batch_size = 4
+  c.unet.train.num_steps = 8
+  c.unet.train.log_every = 2
+  c.unet.train.checkpoint_every = 4
   c.lmnet.widths = (4, 8, 16)
   c.lmnet.train.update(batch_size=4, num_steps=4, log_every=2, checkpoint_every=2)
   c.cpr.width, c.cpr.features, c.cpr.hidden = 4, 16, 8
@@ -23,5 +23,5 @@ def get_config():
   c.cpr.train.update(batch_size=2, num_steps=2, log_every=1, checkpoint_every=2)
   c.cpr.optim.update(lr=1e-3, lr_end=1e-3)
   c.eval.batch_size = 4
-  c.eval.num_selected = 64
+  c.cpr.num_selected = 64
   return c

@@ -97,11 +97,11 @@ def help_text(script: str, argv, doc: str) -> str:
       *[l for l in flags.FLAGS.main_module_help().splitlines() if l.startswith(" ")], "",
       "Configs: " + "; ".join(CONFIGS) + ".",
       f"Config keys (override any with --config.KEY=VALUE; defaults of {path};",
-      "configs/common.py says what each one does; train / optim are the U-Net stage's,",
-      "lmnet.train / lmnet.optim the landmark network's, cpr.train / cpr.optim the regressors'):",
+      "configs/common.py says what each one does; each stage's schedule is its block's",
+      "train / optim: unet.* the U-Net's, lmnet.* the landmark network's, cpr.* the regressors'):",
       *listing, "",
       f"Example: .venv/bin/python {script} --config configs/tiny.py --workdir /tmp/tiny "
-      "--config.train.num_steps=20"])
+      "--config.unet.train.num_steps=20"])
 
 
 def unknown_key_message(config_path, argv, error) -> str:

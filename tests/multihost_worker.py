@@ -117,7 +117,7 @@ def main():
   config.data.data_dir = args.data_dir
   if "loader_threads" in config.data:
     config.data.loader_threads = 1   # little read-ahead: the shards stay inside one epoch
-  block = config.train if args.stage == "dafi" else config.cpr.train
+  block = config.unet.train if args.stage == "dafi" else config.cpr.train
   block.update(batch_size=args.batch_size, num_steps=args.steps, checkpoint_every=2, log_every=1)
 
   read, batches, training = set(), [], []

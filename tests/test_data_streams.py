@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from configs import tiny
-from cprfa_jax import mm
+from cprfa_jax import mm, workdirs
 from cprfa_jax.data import datasets, schema, streams, tfds_io
 from cprfa_jax.geometry.projection import project, to_pixels
 from cprfa_jax.mm.model import shape
@@ -112,8 +112,8 @@ def _config(data_dir, batch_size=4, num_reference=4, augmented=False):
   c.data.data_dir = str(data_dir)
   c.data.num_reference = num_reference
   c.data.augment = augmented
-  c.train.batch_size = batch_size
-  return c
+  c.unet.train.batch_size = batch_size
+  return workdirs.stage_config(c, "dafi")
 
 
 def _digest(image):
@@ -168,7 +168,7 @@ def test_a_set_built_for_another_model_or_size_is_refused(train_set, model3d):
 
 
 def test_bad_data_train_is_named():
-  c = tiny.get_config()
+  c = workdirs.stage_config(tiny.get_config(), "dafi")
   c.data.train = "300wlp"
   with pytest.raises(ValueError, match="data.train='300wlp'"):
     dafi.validate(c)

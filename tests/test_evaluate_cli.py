@@ -33,20 +33,20 @@ def test_help_exits_0_and_lists_the_config_keys(script):
   out = _run(script, "--help", timeout=120)
   assert out.returncode == 0, out.stderr[-2000:]
   assert "--workdir" in out.stdout and "--config.KEY=VALUE" in out.stdout
-  assert "--config.train.num_steps=1800" in out.stdout        # configs/quickstart.py's default
+  assert "--config.unet.train.num_steps=1800" in out.stdout        # configs/quickstart.py's default
   assert "--config.cpr.train.num_steps=" in out.stdout
   assert ("--allow_unfinished" in out.stdout) == (script == "evaluate.py")
   tiny = _run(script, "--config", "configs/tiny.py", "--help", timeout=120)
-  assert tiny.returncode == 0 and "--config.train.num_steps=8" in tiny.stdout
+  assert tiny.returncode == 0 and "--config.unet.train.num_steps=8" in tiny.stdout
 
 
 @pytest.mark.parametrize("script", ["train.py", "evaluate.py"])
 def test_a_mistyped_key_is_one_line(script):
   out = _run(script, "--config", "configs/tiny.py", "--workdir", "/nonexistent-workdir",
-             "--config.train.num_step=3", timeout=120)
+             "--config.unet.train.num_step=3", timeout=120)
   assert out.returncode == 2
   assert len(out.stderr.strip().splitlines()) == 1, out.stderr
-  assert "--config.train.num_step" in out.stderr and "--config.train.num_steps?" in out.stderr
+  assert "--config.unet.train.num_step" in out.stderr and "--config.unet.train.num_steps?" in out.stderr
   missing = _run(script, "--workdir", "/nonexistent-workdir", timeout=120)
   assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
   assert "--config" in missing.stderr
@@ -62,7 +62,7 @@ def test_an_untrained_workdir_names_the_root(tmp_path):
 
 def test_an_unfinished_stage_is_refused_or_marked(tmp_path):
   work, data = tmp_path / "run", tmp_path / "data"
-  out = _tiny("train.py", work, data, "--config.stages=('dafi',)", "--config.train.num_steps=4")
+  out = _tiny("train.py", work, data, "--config.stages=('dafi',)", "--config.unet.train.num_steps=4")
   assert out.returncode == 0, out.stderr[-3000:]
 
   # tiny asks the U-Net for 8 steps: its checkpoint at step 4 is refused ...
@@ -71,7 +71,7 @@ def test_an_unfinished_stage_is_refused_or_marked(tmp_path):
   err = out.stderr.strip()
   assert len(err.splitlines()) == 1, err
   assert re.search(r"stage dafi .* step 4 of the 8 configured", err), err
-  assert "--config.train.num_steps" in err and "--allow_unfinished" in err
+  assert "--config.unet.train.num_steps" in err and "--allow_unfinished" in err
   assert not (work / "report.json").exists()
 
   # ... or scored and marked with --allow_unfinished.
@@ -79,16 +79,16 @@ def test_an_unfinished_stage_is_refused_or_marked(tmp_path):
   assert out.returncode == 0, out.stderr[-3000:]
   report = json.loads((work / "report.json").read_text())
   assert report["stages"] == {"dafi": {"step": 4, "num_steps": 8, "unfinished": True,
-                                       "num_steps_flag": "--config.train.num_steps",
+                                       "num_steps_flag": "--config.unet.train.num_steps",
                                        "rewinds": [], "config_changes": []}}
   code = report["code"]
   assert re.fullmatch(r"[0-9a-f]{40}", code["commit"]) and isinstance(code["dirty"], bool)
-  assert report["config"]["train"]["num_steps"] == 8 and report["config"]["model"]
+  assert report["config"]["unet"]["train"]["num_steps"] == 8 and report["config"]["model"]
   assert report["allow_unfinished"] is True and "evaluate.py" in report["command"]
   for row in report["dafi"]["sets"]["synth-aflw"]["trained"].values():
     assert row["unfinished"] and row["unfinished_stages"] == {"dafi": {"step": 4, "num_steps": 8}}
   md = (work / "report.md").read_text()
-  assert "| dafi | 4 | 8 (`--config.train.num_steps`) | **unfinished** |" in md
+  assert "| dafi | 4 | 8 (`--config.unet.train.num_steps`) | **unfinished** |" in md
   assert "| DAFI (68) [unfinished: dafi step 4 of 8] |" in md
   assert code["commit"] in md and '"num_steps": 8' in md
   # Progress, flushed as it goes; and only the 6 scored images were built.

@@ -32,14 +32,14 @@ def test_data_is_the_papers(config):
 
 
 def test_unet_schedule_is_section_3_2(config):
-  assert config.train.batch_size == 4
-  assert config.train.num_steps * 4 == 40 * TRAIN_EPOCH     # 40 epochs
-  assert (config.optim.lr, config.optim.lr_end) == (1e-4, 1e-7)
+  assert config.unet.train.batch_size == 4
+  assert config.unet.train.num_steps * 4 == 40 * TRAIN_EPOCH     # 40 epochs
+  assert (config.unet.optim.lr, config.unet.optim.lr_end) == (1e-4, 1e-7)
 
 
 def test_cpr_settings_are_section_3_2(config):
-  assert config.eval.num_selected == 512                    # C
-  assert cpr.cpr_layout(config.eval.num_selected).shape == (3, 256)   # N: CPRs are 256 x 256
+  assert config.cpr.num_selected == 512                    # C
+  assert cpr.cpr_layout(config.cpr.num_selected).shape == (3, 256)   # N: CPRs are 256 x 256
   assert config.cpr.num_stages == 3                         # q
   assert config.cpr.num_path == 5                           # M (10 sampling points)
   assert config.cpr.kappa == 0.1                            # κ

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from cprfa_jax import mm
+from cprfa_jax import mm, workdirs
 from cprfa_jax.nets import build
 from cprfa_jax.nets.hs_unet import HSUNet
 from cprfa_jax.train.stages.dafi import downsample_targets, hs_unet_loss
@@ -22,7 +22,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def tiny_config(**train):
-  c = tiny.get_config()
+  c = workdirs.stage_config(tiny.get_config(), "dafi")
   c.train.update(train)
   return c
 
@@ -159,13 +159,13 @@ import os, sys
 sys.path.insert(0, {root!r})
 import jax, numpy as np
 from configs import tiny
-from cprfa_jax import mm
+from cprfa_jax import mm, workdirs
 from cprfa_jax.train.stages import dafi
 from cprfa_jax.train.stages.dafi import hs_unet_loss
 from cprfa_jax.train import sharding
 from cprfa_jax.nets import build
 assert jax.device_count() == 8, jax.devices()
-config = tiny.get_config()
+config = workdirs.stage_config(tiny.get_config(), "dafi")
 config.train.batch_size = 8
 batch = next(dafi.train_batches(config, mm.load_model(config.model))(0))
 net = build.unet_network(config)

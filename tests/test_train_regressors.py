@@ -5,12 +5,11 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
 from configs import tiny
-from cprfa_jax import cpr, observe
+from cprfa_jax import cpr, observe, workdirs
 from cprfa_jax.data import corrupt
 from cprfa_jax.decode import pixel
 from cprfa_jax.geometry import projection
@@ -119,7 +118,7 @@ def test_observations_of_a_painted_pncc_image_are_the_true_projections():
 
 def test_bad_regressor_config_is_named():
   import pytest
-  c = ml_collections.ConfigDict(tiny.get_config().to_dict())
+  c = workdirs.stage_config(tiny.get_config(), "cpr")
   c.cpr.dafi_source = "gt"
   with pytest.raises(ValueError, match="cpr.dafi_source"):
     regressors.validate(c, "cpr")

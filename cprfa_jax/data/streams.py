@@ -132,7 +132,8 @@ def grain_batches(source, batch_size: int, seed: int, keys, *, augmented: bool,
   global_b = batch_size * n
   if len(source) < global_b:
     raise ValueError(f"{source!r} has {len(source)} examples, fewer than one global batch of "
-                     f"{global_b}: lower --config.train.batch_size (of this stage)")
+                     f"{global_b}: lower the stage's train.batch_size "
+                     "(--config.<unet|lmnet|cpr>.train.batch_size)")
   ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat().map(_pick(keys))
   if augmented:
     ds = ds.random_map(_augment, seed=seed)

@@ -114,7 +114,7 @@ def evaluate(config, root, model3d, params, sel, statuses, compare_untrained, lo
   step = statuses["dafi"]["step"]
   report = {"step": step, "model": model3d.name,
             "num_vertices": model3d.num_vertices, "selection": {
-                "C": int(config.eval.num_selected), "reference_images": config.data.num_reference,
+                "C": int(config.cpr.num_selected), "reference_images": config.data.num_reference,
                 "mean_p1_selected": float(sel["p1"][sel["selected"]].mean()),
                 "mean_p2_selected": float(sel["p2"][sel["selected"]].mean())}, "sets": {}}
   mark, fields = stage_status.mark(("dafi",), statuses)

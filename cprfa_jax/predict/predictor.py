@@ -87,7 +87,7 @@ class Predictor:
     params = {"dafi": workdirs.params_of(config, workdir, "dafi"),
               "regressor": workdirs.regressor_params(config, workdir, stage)[0],
               "landmarks": workdirs.params_of(config, workdir, "landmarks") if fused else None}
-    selection = workdirs.read_selection(workdir, config.eval.num_selected)
+    selection = workdirs.read_selection(workdir, config.cpr.num_selected)
     return cls(config, model3d, params, selection, stage, **kwargs)
 
   # -- crops ----------------------------------------------------------------------------------

@@ -15,6 +15,8 @@ import os
 import jax
 import orbax.checkpoint as ocp
 
+from cprfa_jax import workdirs
+
 # What may differ between the run that saved and the run that resumes, when the config does not
 # name its `identity_keys`: any key under a `train` or `optim` block (of any stage: how long,
 # how fast or how loudly a run goes) and these, which never touch the parameters.
@@ -84,6 +86,7 @@ def _check_config(mngr: ocp.CheckpointManager, step: int, config: dict) -> dict:
   differs from `config` in a way that changes the parameters' meaning; returns the allowed
   changes {key: [saved, now]}."""
   saved = mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+  saved = workdirs.upgrade_saved_view(saved)      # a stage view saved by older code, renamed
   refused, changed = config_changes(saved, config)
   if refused:
     a, b = (_flatten(json.loads(json.dumps(d))) for d in (saved, config))

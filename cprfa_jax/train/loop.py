@@ -29,6 +29,7 @@ import numpy as np
 import optax
 from flax import struct
 
+from cprfa_jax import workdirs
 from cprfa_jax.train import checkpoint, history, sharding
 
 
@@ -128,7 +129,8 @@ def train(config, workdir: str, init_fn: Callable, loss_fn: Callable, batches, *
   by process 0."""
   tcfg = config.train
   if tcfg.get("on_nonfinite", "stop") not in ("stop", "rewind"):
-    raise ValueError(f"--config.train.on_nonfinite={tcfg.on_nonfinite!r}: use 'stop' or 'rewind'")
+    raise ValueError(f"{workdirs.view_flag(config, 'train.on_nonfinite')}={tcfg.on_nonfinite!r}: "
+                     "use 'stop' or 'rewind'")
   os.makedirs(workdir, exist_ok=True)
   mesh = sharding.make_mesh()
   sharding.check_batch_size(tcfg.batch_size, mesh)
@@ -149,7 +151,7 @@ class _Run:
   them."""
 
   def __init__(self, config, workdir, init_fn, loss_fn, batches, mngr, mesh, tx, log):
-    self.tcfg, self.workdir, self.log = config.train, workdir, log
+    self.config, self.tcfg, self.workdir, self.log = config, config.train, workdir, log
     self.batches, self.mngr, self.mesh = batches, mngr, mesh
     self.schedule = make_schedule(config.optim, config.train.num_steps)
     self.history = history.History(workdir)
@@ -243,8 +245,9 @@ class _Run:
             # Found: batch k is the first whose step is not finite. Skip it from now on.
             rewinds = len(self.history.skipped_batches())
             if rewinds >= tcfg.get("max_rewinds", 3):
+              flag = workdirs.view_flag(self.config, "train.max_rewinds")
               raise NonFiniteLossError(self._message(metrics, step, good) +
-                                       f" Gave up after {rewinds} rewinds (--config.train.max_rewinds).")
+                                       f" Gave up after {rewinds} rewinds ({flag}).")
             row = dict(restored_step=good or 0, skipped_batch=int(k),
                        loss=float(metrics["loss"]), grad_norm=float(metrics["grad_norm"]))
             self.history.write("rewind", step, **row)

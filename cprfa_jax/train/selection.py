@@ -33,15 +33,15 @@ def ensure_selection(config, root, model3d, log=print) -> dict:
     ref = streams.reference_set(config, model3d, log)
     decoded = observe.decode_set(config, workdirs.params_of(config, root, "dafi"), model3d, ref,
                                  len(ref))
-    sel = select_vertices(decoded, model3d, config.eval.num_selected, config.eval.accuracy_tau,
+    sel = select_vertices(decoded, model3d, config.cpr.num_selected, config.eval.accuracy_tau,
                           config.seed)
     # Every process computes the same selection; one writes it (a shared workdir).
     if jax.process_index() == 0:
       tmp = path + ".tmp.npz"
       np.savez(tmp, **sel)
       os.replace(tmp, path)
-      log(f"selected C = {config.eval.num_selected} vertices on {len(ref)} reference images "
+      log(f"selected C = {config.cpr.num_selected} vertices on {len(ref)} reference images "
           f"({config.data.train}): {path}")
     else:
       return sel
-  return workdirs.read_selection(root, config.eval.num_selected)
+  return workdirs.read_selection(root, config.cpr.num_selected)

@@ -82,7 +82,8 @@ def check_batch_size(batch_size: int, mesh) -> None:
   n = mesh.devices.size
   if batch_size % n:
     raise ValueError(f"batch size {batch_size} is not divisible by the {n} devices of the mesh; "
-                     f"use a multiple of {n} (--config.train.batch_size)")
+                     f"use a multiple of {n} (the stage's "
+                     "train.batch_size: --config.<unet|lmnet|cpr>.train.batch_size)")
 
 
 def shard_batch(batch, mesh):

@@ -212,6 +212,6 @@ def test_regressor_on_two_processes_matches_one_process_with_8_devices(setup):
   c = tiny.get_config()
   # The loss reduces over the batch and the 68 + C reprojected points (fit.fit_loss).
   tol, worst = compare_params(_params(tmp / "one", "cpr"), _params(tmp / "three", "cpr"), init,
-                              n_terms=BATCH * (68 + c.eval.num_selected))
+                              n_terms=BATCH * (68 + c.cpr.num_selected))
   print(f"cpr: tol {tol:.2e}, worst per-leaf ||2x4 - 1x8|| / ||1x8 - init|| {worst:.2e}, "
         f"{time.time() - t0:.0f} s")

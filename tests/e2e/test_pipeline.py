@@ -108,7 +108,7 @@ def test_a_second_run_retrains_nothing(smoke):
 @pytest.mark.parametrize("stage, flags", [
     ("capu", ("--config.cpr.optim.lr=1e-3", "--config.cpr.train.num_steps=153")),
     ("landmarks", ("--config.lmnet.optim.lr=3e-3", "--config.lmnet.train.num_steps=62")),
-    ("dafi", ("--config.optim.lr=1e-3", "--config.train.num_steps=152")),
+    ("dafi", ("--config.unet.optim.lr=1e-3", "--config.unet.train.num_steps=152")),
 ])
 def test_each_stage_continues_alone_with_another_learning_rate(smoke, stage, flags):
   work, data, _, _ = smoke

@@ -60,7 +60,7 @@ def _config(bfm_path, data):
   c.data.num_reference = NUM_REFERENCE
   c.data.augment = False   # so that the images trained on are byte for byte the stored ones
   c.data.eval_sets = tuple(f"tfds:cprfa_{s}_{SIZE}" for s in ("aflw2000", "aflw", "cofw68"))
-  c.eval.num_selected = 32
+  c.cpr.num_selected = 32
   return c
 
 
@@ -95,7 +95,7 @@ def _flags(config):
           f"--config.data.data_dir={config.data.data_dir}",
           f"--config.data.num_reference={config.data.num_reference}",
           f"--config.data.augment={config.data.augment}", f"--config.data.eval_sets=({sets},)",
-          f"--config.eval.num_selected={config.eval.num_selected}"]
+          f"--config.cpr.num_selected={config.cpr.num_selected}"]
 
 
 def _sha(image):
@@ -140,7 +140,7 @@ def test_every_stage_trains_on_the_300wlp_training_images(trained):
 def test_the_selection_used_the_held_out_reference_images(trained):
   tmp, config, model3d, _, _ = trained
   sel = np.load(tmp / "run" / "dafi" / "selection.npz")
-  assert sel["selected"].shape == (config.eval.num_selected,)
+  assert sel["selected"].shape == (config.cpr.num_selected,)
   assert (sel["selected"] < model3d.num_vertices).all()
 
 

@@ -59,8 +59,8 @@ def validate(config) -> None:
     raise ValueError(f"--config.data.image_size={size} must be divisible by "
                      f"{2 ** (len(widths) - 1)} for {len(widths)} U-Net levels")
   if not config.optim.lr_end <= config.optim.lr:
-    raise ValueError(f"--config.optim.lr_end={config.optim.lr_end} must not exceed "
-                     f"--config.optim.lr={config.optim.lr}")
+    raise ValueError(f"--config.unet.optim.lr_end={config.optim.lr_end} must not exceed "
+                     f"--config.unet.optim.lr={config.optim.lr}")
   streams.check_data_train(config)
 
 
