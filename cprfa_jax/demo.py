@@ -17,6 +17,7 @@ import numpy as np
 from cprfa_jax.geometry import projection
 from cprfa_jax.mm import model as mm
 from cprfa_jax.mm.synthetic import EXPRESSIONS, synthetic_model
+from cprfa_jax.report import draw
 
 _LIGHT_3 = np.array([-0.45, 0.55, 0.8]) / np.linalg.norm([-0.45, 0.55, 0.8])
 _SKIN_BGR = np.array([150.0, 185.0, 230.0])
@@ -124,9 +125,10 @@ def main(argv=None):
   else:
     model = synthetic_model()
   img = render_grid(model, args.size, seed=args.seed)
-  if not cv2.imwrite(args.out, img):
-    raise SystemExit(f"could not write {args.out}: check the directory exists and the name "
-                     "ends in .png")
+  try:
+    draw.save_png(args.out, img[..., ::-1])      # the grid is drawn in OpenCV's BGR
+  except OSError as e:
+    raise SystemExit(str(e)) from None
   print(args.out)
 
 

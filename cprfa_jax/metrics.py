@@ -375,6 +375,16 @@ def cofw68_nme(pred_Bx68x2, gt_Bx68x2, occluded_Bx68=None, normaliser="box",
 
 # -- test-time confidence (no ground truth) -----------------------------------------------------
 
+MIN_DETECTED = 0.1   # fewer detected selected vertices than this fraction: a likely failure
+
+
+def failure_flag(confidence_N, detected_fraction_N, failure_nme: float):
+  """The test-time failure flag (the predictor's `failure`, scored in Table 2's report): the
+  fit's reprojection confidence above `failure_nme` (or NaN: nothing detected), or fewer than
+  MIN_DETECTED of the C selected vertices detected. NumPy or JAX arrays."""
+  return ~(confidence_N <= failure_nme) | (detected_fraction_N < MIN_DETECTED)
+
+
 @jax.jit
 def reprojection_confidence(model3d, alpha_NxA, pose_Nx6, y_all_NxVx2, det_all_NxV):
   """Mean distance over the detected vertices between the fitted projection and the DAFI,

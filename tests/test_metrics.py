@@ -353,3 +353,12 @@ def test_interocular_hand_computed():
   pred = pts.copy()
   pred[:17] += 100.0
   assert float(metrics.cofw68_nme(pred[None], pts[None], normaliser="interocular")[0]) == 0.0
+
+
+def test_failure_flag_catches_a_bad_fit_a_blind_one_and_nan():
+  from cprfa_jax.metrics import MIN_DETECTED, failure_flag
+  conf = np.array([0.05, 0.2, np.nan, 0.05, 0.1])
+  det = np.array([0.5, 0.5, 0.5, MIN_DETECTED / 2, MIN_DETECTED])
+  np.testing.assert_array_equal(failure_flag(conf, det, 0.1), [False, True, True, True, False])
+  np.testing.assert_array_equal(np.asarray(failure_flag(jnp.asarray(conf), jnp.asarray(det), 0.1)),
+                                [False, True, True, True, False])

@@ -61,6 +61,7 @@ METHODS = (
     Method("CPRFA, no landmarks", "CPRFA, no landmarks", "capu", False, ("dafi", "cpr_h", "capu")),
 )
 BASELINES = tuple(m for m in METHODS if m.stage is None)
+FINAL = next(m for m in METHODS if m.stage == "capu" and m.with_landmarks)   # the paper's CPRFA
 REGRESSORS = tuple(m for m in METHODS if m.stage is not None)     # COFW's 51 inner landmarks (Ghiasi et al.), as in §3.1
 
 

@@ -104,7 +104,7 @@ def evaluate_set(config, model3d, name, source, observer, trained, sel, workdir,
   rows = table("nme")
   tag = name.replace(":", "_")
   md = [methods.table2_md(f"{name} ({num} images)", rows, npts, labels, NOTES.get(protocol))]
-  best = "CPRFA (CPR-H + CAPU)" if "CPRFA (CPR-H + CAPU)" in results else list(results)[-1]
+  best = methods.FINAL.label if methods.FINAL.label in results else list(results)[-1]
   report = {"num_images": num, "num_points": npts, "protocol": protocol or "68 landmarks",
             "normaliser": "box", "methods": rows}
   if protocol == "cofw68":
@@ -126,8 +126,8 @@ def evaluate_set(config, model3d, name, source, observer, trained, sel, workdir,
 
   # Confidence: how well the test-time flag predicts real failures of the final method.
   r = results[best]
-  flag = ~(r["confidence"] <= config.eval.failure_nme) | (
-      obs["det_all"][:, sel_c].mean(1) < 0.1)
+  flag = metrics.failure_flag(r["confidence"], obs["det_all"][:, sel_c].mean(1),
+                              config.eval.failure_nme)
   fail = r["nme"] > config.eval.failure_nme
   report["flag"] = {"method": best, "flagged": int(flag.sum()), "failures": int(fail.sum()),
                     "failures_flagged": int((flag & fail).sum())}
@@ -178,11 +178,12 @@ def evaluate_set(config, model3d, name, source, observer, trained, sel, workdir,
 
 def trained_regressors(config, root, config_file="CONFIG") -> tuple[dict, dict]:
   """({stage: params}, {stage: step}) for the regressor stages trained in `root`
-  (`workdirs.regressor_params`: capu's include CPR-H's round 1), as host arrays."""
+  (`workdirs.regressor_params`: capu's include CPR-H's round 1, restored once), as host
+  arrays."""
   out, steps = {}, {}
-  for stage in workdirs.REGRESSOR_STAGES:
+  for stage in workdirs.REGRESSOR_STAGES:      # cpr_h before capu: its round 1 is reused
     if workdirs.is_trained(root, stage):
-      params, s = workdirs.regressor_params(config, root, stage, config_file)
+      params, s = workdirs.regressor_params(config, root, stage, config_file, out.get("cpr_h"))
       out[stage] = jax.device_get(params)
       steps.update(s)
   return out, steps

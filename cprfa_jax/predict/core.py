@@ -27,8 +27,6 @@ from cprfa_jax.mm.model import MorphableModel, vertices
 from cprfa_jax.nets import build
 from cprfa_jax.nets.regressor import Observations
 
-MIN_DETECTED = 0.1   # fewer detected selected vertices than this fraction: a likely failure
-
 
 @struct.dataclass
 class Weights:
@@ -85,8 +83,7 @@ def fit_crops(settings: Settings, w: Weights, crops_BxSxSx3, k_B, b_Bx2, landmar
   verts_px = jnp.concatenate([photo_px, depth], -1)
   conf = metrics.reprojection_confidence(w.model3d, alpha, pose, y_all, det_BxV)
   detected = jnp.mean(det_BxV[:, w.selected_C].astype(jnp.float32), axis=1)
-  # A NaN confidence (nothing detected) fails too: `>` alone would let it through.
-  failure = ~(conf <= config.eval.failure_nme) | (detected < MIN_DETECTED)
+  failure = metrics.failure_flag(conf, detected, config.eval.failure_nme)
   return {"alpha": alpha, "pose": pose, "vertices_px": verts_px,
           "landmarks_px": verts_px[:, w.model3d.landmarks_68, :2], "confidence": conf,
           "detected": detected, "failure": failure, "dafi": dafi, "mask": mask}
