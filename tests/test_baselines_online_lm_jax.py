@@ -66,9 +66,16 @@ def test_padding_changes_nothing(model):
   a = online_lm_jax.online_fit_batch(model, y, det, max_points=100)
   b = online_lm_jax.online_fit_batch(model, y, det, max_points=400)
   for pa, aa, pb, ab in zip(*a, *b):
-    # Zero-weight pads add nothing to the normal equations; what differs is float32 summation.
+    # Zero-weight pads add nothing to the normal equations; what differs is float32 summation
+    # (relative ~1e-7 per sum of 100-400 terms), which the solve amplifies by the normal
+    # matrix's conditioning: ~1e3-1e4 for the shape coefficients from 100 points, so a few
+    # 1e-4..1e-3 on coefficients of unit variance (7.4e-4 measured with jax 0.10.2, within
+    # 5e-4 with the versions before). The pose is well conditioned. What the fit is for, its
+    # landmarks, must agree to float32 rounding of pixel-scale coordinates.
     np.testing.assert_allclose(pa, pb, atol=5e-5)
-    np.testing.assert_allclose(aa, ab, atol=5e-4)
+    np.testing.assert_allclose(aa, ab, atol=2e-3)
+    np.testing.assert_allclose(fitting.landmarks_of(model, pa, aa),
+                               fitting.landmarks_of(model, pb, ab), atol=2e-4)
 
 
 def test_degenerate_faces_are_none_and_leave_the_others_alone(model):
