@@ -36,7 +36,7 @@ def smoke_workdir(request):
 # and run on one worker together, so the session trains it once. Heaviest first: a worker that
 # starts the smoke pipeline last would run it alone at the end.
 SMOKE_FILES = ("tests/e2e/test_pipeline.py", "tests/e2e/test_predict.py",
-               "tests/e2e/test_studies_robustness.py", "tests/e2e/test_studies_real_photos.py")
+               "tests/e2e/test_studies_robustness.py", "tests/e2e/test_real_photos_check.py")
 HEAVY_FILES = SMOKE_FILES + ("tests/e2e/test_real_pipeline.py", "tests/e2e/test_multihost.py")
 
 

@@ -133,3 +133,18 @@ def test_no_local_name_shadows_an_imported_module():
       if name in imported:
         found.append(f"{path.relative_to(ROOT)}:{node.lineno} rebinds {name}")
   assert found == []
+
+
+def test_importing_every_module_claims_no_flags():
+  # Scripts claim their absl flags (--config, --workdir, ...) in define_flags(), called only
+  # under __main__: two modules that claimed --config on import could not be imported in one
+  # process (one pytest worker collecting two test files), with absl's DuplicateFlagError.
+  modules = sorted(".".join(p.relative_to(ROOT).with_suffix("").parts) for p in PKG.rglob("*.py")
+                   if p.name not in ("__init__.py", "__main__.py"))
+  code = ("import importlib\nfrom absl import flags\n"
+          f"for m in {modules!r}:\n  importlib.import_module(m)\n"
+          "print(','.join(sorted(f'{m}:{f.name}' for m, fs in flags.FLAGS.flags_by_module_dict()"
+          ".items() if m.startswith('cprfa_jax') for f in fs)))\n")
+  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr.strip().splitlines()[-1:]
+  assert out.stdout.strip() == "", f"flags claimed on import: {out.stdout.strip()}"

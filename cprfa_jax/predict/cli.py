@@ -37,23 +37,29 @@ from cprfa_jax.predict.predictor import Predictor
 from cprfa_jax.report import draw
 
 SCRIPT = "python -m cprfa_jax.predict"
-_CONFIG = config_flags.DEFINE_config_file("config", None, "The config the pipeline was trained "
-                                          "with (configs/quickstart.py, ...).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "The trained pipeline (train.py --workdir).")
-_OUT = flags.DEFINE_string("out", None, "Output folder (export: the artifact's file).")
-_BOXES = flags.DEFINE_string("boxes", None, "Face boxes: CSV (image,x0,y0,x1,y1) or JSON.")
-_LANDMARKS = flags.DEFINE_string("landmarks", None, "68 landmarks per face (JSON), photo px.")
-_STAGE = flags.DEFINE_string("stage", None, "Regressor stage (capu, cpr_h, cpr); default: the "
-                             "most complete trained one.")
-_PLATFORMS = flags.DEFINE_list("platforms", None, "export: the platforms the artifact runs on, "
-                               "e.g. cpu,cuda,tpu (lowered here, no GPU needed); default: this "
-                               "machine's.")
-_BATCH = flags.DEFINE_integer("batch", 32, "Faces per compiled call (export: 0 = any batch, "
-                              "a symbolic batch dimension).")
+FLAGS = flags.FLAGS
 
 
-def _need(flag, name):
-  if not flag.value:
+def define_flags():
+  # Claimed only when run as a script: importing the module (tests, notebooks, other
+  # scripts) must not claim --config, which several scripts define.
+  config_flags.DEFINE_config_file("config", None, "The config the pipeline was trained "
+                                  "with (configs/quickstart.py, ...).")
+  flags.DEFINE_string("workdir", None, "The trained pipeline (train.py --workdir).")
+  flags.DEFINE_string("out", None, "Output folder (export: the artifact's file).")
+  flags.DEFINE_string("boxes", None, "Face boxes: CSV (image,x0,y0,x1,y1) or JSON.")
+  flags.DEFINE_string("landmarks", None, "68 landmarks per face (JSON), photo px.")
+  flags.DEFINE_string("stage", None, "Regressor stage (capu, cpr_h, cpr); default: the "
+                      "most complete trained one.")
+  flags.DEFINE_list("platforms", None, "export: the platforms the artifact runs on, "
+                    "e.g. cpu,cuda,tpu (lowered here, no GPU needed); default: this "
+                    "machine's.")
+  flags.DEFINE_integer("batch", 32, "Faces per compiled call (export: 0 = any batch, "
+                       "a symbolic batch dimension).")
+
+
+def _need(name):
+  if not FLAGS[name].value:
     cli.fail(SCRIPT, f"--{name} is required (see {SCRIPT} --help)")
 
 
@@ -77,7 +83,7 @@ def _boxes_for(name, photo, box_table, lm_table, warn):
   lms = lm_table.get(name) if lm_table is not None else None
   if box_table is not None:
     if name not in box_table:
-      raise boxes_lib.BoxError(f"{name}: no box in {_BOXES.value}; add a row for it")
+      raise boxes_lib.BoxError(f"{name}: no box in {FLAGS.boxes}; add a row for it")
     bx = np.asarray(box_table[name], np.float64).reshape(-1, 4)
   elif lms is not None:
     bx = np.stack([boxes_lib.landmark_box(l) for l in lms])
@@ -95,7 +101,7 @@ def _boxes_for(name, photo, box_table, lm_table, warn):
   if lms is not None:
     lms = np.asarray(lms, np.float64).reshape(-1, 68, 2)
     if len(lms) != len(bx):
-      raise boxes_lib.BoxError(f"{name}: {len(lms)} landmark sets in {_LANDMARKS.value} but "
+      raise boxes_lib.BoxError(f"{name}: {len(lms)} landmark sets in {FLAGS.landmarks} but "
                                f"{len(bx)} boxes; give one per face, in box order")
   return bx, lms
 
@@ -132,27 +138,27 @@ def _flush(jobs, predictor, out_dir, triangles) -> int:
 
 
 def predict(argv) -> int:
-  for flag, name in ((_WORKDIR, "workdir"), (_OUT, "out")):
-    _need(flag, name)
-  if _CONFIG.value is None:
+  for name in ("workdir", "out"):
+    _need(name)
+  if FLAGS.config is None:
     cli.fail(SCRIPT, f"--config is required (see {SCRIPT} --help)")
   if not argv:
     cli.fail(SCRIPT, "give one or more images or folders after the flags")
   try:
     paths = photos.list_images(argv)
-    box_table = boxes_lib.read_boxes(_BOXES.value) if _BOXES.value else None
-    lm_table = boxes_lib.read_landmarks(_LANDMARKS.value) if _LANDMARKS.value else None
+    box_table = boxes_lib.read_boxes(FLAGS.boxes) if FLAGS.boxes else None
+    lm_table = boxes_lib.read_landmarks(FLAGS.landmarks) if FLAGS.landmarks else None
   except (photos.PhotoError, boxes_lib.BoxError) as e:
     cli.fail(SCRIPT, str(e))
   if not paths:
     cli.fail(SCRIPT, f"no images in {' '.join(argv)} (jpg, png, bmp, tif, webp)")
   t0 = time.time()
   try:
-    predictor = Predictor.from_workdir(_CONFIG.value, _WORKDIR.value, stage=_STAGE.value,
-                                       max_batch=max(1, _BATCH.value))
+    predictor = Predictor.from_workdir(FLAGS.config, FLAGS.workdir, stage=FLAGS.stage,
+                                       max_batch=max(1, FLAGS.batch))
   except (FileNotFoundError, ValueError) as e:
     cli.fail(SCRIPT, cli.one_line(str(e)))
-  os.makedirs(_OUT.value, exist_ok=True)
+  os.makedirs(FLAGS.out, exist_ok=True)
   triangles = np.asarray(predictor.model3d.triangles_Tx3)
   warned = []
 
@@ -177,34 +183,34 @@ def predict(argv) -> int:
       errors.append(name)
       sys.stderr.write(f"\r{SCRIPT}: {cli.one_line(str(e))}\n")
     if sum(len(j.boxes) for j in jobs) >= predictor.max_batch:
-      failures += _flush(jobs, predictor, _OUT.value, triangles)
-  failures += _flush(jobs, predictor, _OUT.value, triangles)
+      failures += _flush(jobs, predictor, FLAGS.out, triangles)
+  failures += _flush(jobs, predictor, FLAGS.out, triangles)
   _progress(len(paths), len(paths), "")
   sys.stderr.write("\n")
   print(f"{len(paths) - len(errors)} of {len(paths)} images, {num_faces} faces "
-        f"({failures} flagged as likely failures) in {time.time() - t0:.1f} s -> {_OUT.value}"
+        f"({failures} flagged as likely failures) in {time.time() - t0:.1f} s -> {FLAGS.out}"
         + (f"; {len(errors)} failed: {', '.join(errors)}" if errors else ""))
   return 1 if errors else 0
 
 
 def export(argv) -> int:
   del argv
-  for flag, name in ((_WORKDIR, "workdir"), (_OUT, "out")):
-    _need(flag, name)
-  unknown = sorted(set(_PLATFORMS.value or ()) - set(export_lib.PLATFORMS))
+  for name in ("workdir", "out"):
+    _need(name)
+  unknown = sorted(set(FLAGS.platforms or ()) - set(export_lib.PLATFORMS))
   if unknown:   # jax.export lowers for any name and the artifact would fail only where it runs
     cli.fail(SCRIPT, f"--platforms: unknown {', '.join(unknown)}; use any of "
              f"{', '.join(export_lib.PLATFORMS)}")
   try:
-    predictor = Predictor.from_workdir(_CONFIG.value, _WORKDIR.value, stage=_STAGE.value)
+    predictor = Predictor.from_workdir(FLAGS.config, FLAGS.workdir, stage=FLAGS.stage)
   except (FileNotFoundError, ValueError) as e:
     cli.fail(SCRIPT, cli.one_line(str(e)))
-  batch = _BATCH.value if flags.FLAGS["batch"].present and _BATCH.value > 0 else None
+  batch = FLAGS.batch if FLAGS["batch"].present and FLAGS.batch > 0 else None
   t0 = time.time()
-  head = export_lib.write(predictor, _OUT.value, batch=batch, platforms=_PLATFORMS.value)
-  size = os.path.getsize(_OUT.value) / 2**20
+  head = export_lib.write(predictor, FLAGS.out, batch=batch, platforms=FLAGS.platforms)
+  size = os.path.getsize(FLAGS.out) / 2**20
   print(f"exported {predictor.stage} ({head['image_size']} px crops, batch "
-        f"{head['batch'] or 'any'}, {', '.join(head['platforms'])}) to {_OUT.value}: {size:.1f} MiB "
+        f"{head['batch'] or 'any'}, {', '.join(head['platforms'])}) to {FLAGS.out}: {size:.1f} MiB "
         f"in {time.time() - t0:.1f} s; run it with cprfa_jax/predict/standalone.py (jax + numpy)")
   return 0
 

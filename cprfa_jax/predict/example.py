@@ -86,30 +86,37 @@ def group_photo(model3d, faces=FACES, hw=PHOTO_HW, seed: int = 0, photometric: f
   return (photo * 255.0 + 0.5).astype(np.uint8), landmarks.astype(np.float32), boxes
 
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/quickstart.py",
-                                          "Its model is rendered.")
-_OUT = flags.DEFINE_string("out", None, "Output folder.")
-_SEED = flags.DEFINE_integer("seed", 0, "Identities, expressions, skin, light, background.")
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  # Claimed only when run as a script: importing the module (tests, notebooks, other
+  # scripts) must not claim --config, which several scripts define.
+  config_flags.DEFINE_config_file("config", "configs/quickstart.py",
+                                  "Its model is rendered.")
+  flags.DEFINE_string("out", None, "Output folder.")
+  flags.DEFINE_integer("seed", 0, "Identities, expressions, skin, light, background.")
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.ERROR)
-  if not _OUT.value:
+  if not FLAGS.out:
     cli.fail(SCRIPT, f"--out is required (see {SCRIPT} --help)")
-  model3d = cli.load_model(_CONFIG.value)
-  photo, landmarks, boxes = group_photo(model3d, seed=_SEED.value)
-  os.makedirs(_OUT.value, exist_ok=True)
-  draw.save_png(os.path.join(_OUT.value, "group.png"), photo)
-  with open(os.path.join(_OUT.value, "boxes.csv"), "w", encoding="utf-8") as f:
+  model3d = cli.load_model(FLAGS.config)
+  photo, landmarks, boxes = group_photo(model3d, seed=FLAGS.seed)
+  os.makedirs(FLAGS.out, exist_ok=True)
+  draw.save_png(os.path.join(FLAGS.out, "group.png"), photo)
+  with open(os.path.join(FLAGS.out, "boxes.csv"), "w", encoding="utf-8") as f:
     f.write("image,x0,y0,x1,y1\n")
     for b in boxes:
       f.write("group.png," + ",".join(f"{v:.2f}" for v in b) + "\n")
-  with open(os.path.join(_OUT.value, "landmarks.json"), "w", encoding="utf-8") as f:
+  with open(os.path.join(FLAGS.out, "landmarks.json"), "w", encoding="utf-8") as f:
     json.dump({"group.png": np.round(landmarks, 2).tolist()}, f)
-  print(f"{len(boxes)} faces -> {_OUT.value}/group.png, boxes.csv, landmarks.json "
+  print(f"{len(boxes)} faces -> {FLAGS.out}/group.png, boxes.csv, landmarks.json "
         "(the true landmarks)", file=sys.stderr)
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main, flags_parser=cli.flags_parser(SCRIPT, __doc__))

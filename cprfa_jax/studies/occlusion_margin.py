@@ -120,7 +120,7 @@ def main(argv):
     json.dump(dict(a=a, b=b, edges=edges, sets=results), f, indent=1)
 
 
-def _define_flags():
+def define_flags():
   # Defined only when run as a script: importing the module (tests, notebooks) must not claim
   # --config, which other scripts' modules define too.
   config_flags.DEFINE_config_file("config", None, "The config the pipeline was trained with.")
@@ -133,5 +133,5 @@ def _define_flags():
 
 
 if __name__ == "__main__":
-  _define_flags()
+  define_flags()
   app.run(main, flags_parser=cli.flags_parser(SCRIPT, __doc__))

@@ -238,13 +238,18 @@ def run(pred: Predictor, photo_dir: str, annotations: dict, out_dir: str, log=pr
   return summary
 
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "The config the pipeline was trained "
-                                          "with.", lock_config=True)
-flags.DEFINE_string("workdir", None, "The trained pipeline (train.py's --workdir).")
-flags.DEFINE_string("photos", None, "A folder of photos.")
-flags.DEFINE_string("landmarks", None, "Annotation JSON (default: PHOTOS/landmarks.json if any).")
-flags.DEFINE_string("out", "runs/real_photos", "Where the pictures and tables go.")
 FLAGS = flags.FLAGS
+
+
+def define_flags():
+  # Claimed only when run as a script: importing the module (tests, notebooks, other
+  # scripts) must not claim --config, which several scripts define.
+  config_flags.DEFINE_config_file("config", None, "The config the pipeline was trained "
+                                  "with.", lock_config=True)
+  flags.DEFINE_string("workdir", None, "The trained pipeline (train.py's --workdir).")
+  flags.DEFINE_string("photos", None, "A folder of photos.")
+  flags.DEFINE_string("landmarks", None, "Annotation JSON (default: PHOTOS/landmarks.json if any).")
+  flags.DEFINE_string("out", "runs/real_photos", "Where the pictures and tables go.")
 
 
 def main(argv):
@@ -260,11 +265,12 @@ def main(argv):
                    if FLAGS.landmarks or os.path.exists(ann_path) else {})
   except ValueError as e:
     sys.exit(str(e))
-  config = _CONFIG.value
+  config = FLAGS.config
   pred = Predictor.from_workdir(config, FLAGS.workdir, cli.load_model(config))
   summary = run(pred, FLAGS.photos, annotations, FLAGS.out)
   print(summary_md(summary, f"# Real-photo check: {FLAGS.photos}"))
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

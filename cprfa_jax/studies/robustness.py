@@ -189,52 +189,59 @@ def study(config, workdir, model3d, out_dir, num, sizes=(), kinds=tuple(corrupt.
 
 
 SCRIPT = "python -m cprfa_jax.studies.robustness"
-_CONFIG = config_flags.DEFINE_config_file("config", None, "The config the pipeline was trained with.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "The trained pipeline (train.py --workdir).")
-_OUT = flags.DEFINE_string("out", None, "Output folder.")
-_NUM = flags.DEFINE_integer("num", 60, "Images per set.")
-_SIZES = flags.DEFINE_list("sizes", ["128", "64", "32"], "Image sizes of the resolution axis "
-                           "(px, none to severe; empty: skip it).")
-_KINDS = flags.DEFINE_list("corruptions", list(corrupt.LEVELS), "Corruptions to sweep.")
-_SETS = flags.DEFINE_list("sets", list(SETS), "Synthetic sets with true DAFIs.")
-_MAX_NME = flags.DEFINE_float("max_nme", 0.3, "Top of the overview figures' y axis (NME as a "
-                              "fraction; larger values are drawn at the top).")
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  # Claimed only when run as a script: importing the module (tests, notebooks, other
+  # scripts) must not claim --config, which several scripts define.
+  config_flags.DEFINE_config_file("config", None, "The config the pipeline was trained with.")
+  flags.DEFINE_string("workdir", None, "The trained pipeline (train.py --workdir).")
+  flags.DEFINE_string("out", None, "Output folder.")
+  flags.DEFINE_integer("num", 60, "Images per set.")
+  flags.DEFINE_list("sizes", ["128", "64", "32"], "Image sizes of the resolution axis "
+                    "(px, none to severe; empty: skip it).")
+  flags.DEFINE_list("corruptions", list(corrupt.LEVELS), "Corruptions to sweep.")
+  flags.DEFINE_list("sets", list(SETS), "Synthetic sets with true DAFIs.")
+  flags.DEFINE_float("max_nme", 0.3, "Top of the overview figures' y axis (NME as a "
+                     "fraction; larger values are drawn at the top).")
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.ERROR)
-  for flag, name in ((_WORKDIR, "workdir"), (_OUT, "out")):
-    if not flag.value:
+  for name in ("workdir", "out"):
+    if not FLAGS[name].value:
       cli.fail(SCRIPT, f"--{name} is required (see {SCRIPT} --help)")
-  if _CONFIG.value is None:
+  if FLAGS.config is None:
     cli.fail(SCRIPT, f"--config is required (see {SCRIPT} --help)")
-  bad = [k for k in _KINDS.value if k not in corrupt.LEVELS]
+  bad = [k for k in FLAGS.corruptions if k not in corrupt.LEVELS]
   if bad:
     cli.fail(SCRIPT, f"--corruptions: unknown {', '.join(bad)}; use any of "
              f"{', '.join(corrupt.LEVELS)}")
-  bad = [n for n in _SETS.value if n not in SETS]
+  bad = [n for n in FLAGS.sets if n not in SETS]
   if bad:
     cli.fail(SCRIPT, f"--sets: {', '.join(bad)} has no true DAFIs; use any of {', '.join(SETS)}")
   try:
-    sizes = [int(v) for v in _SIZES.value]
+    sizes = [int(v) for v in FLAGS.sizes]
   except ValueError:
-    cli.fail(SCRIPT, f"--sizes={','.join(_SIZES.value)}: give image sizes in px, e.g. 128,64,32")
+    cli.fail(SCRIPT, f"--sizes={','.join(FLAGS.sizes)}: give image sizes in px, e.g. 128,64,32")
   if any(not 32 <= v <= 512 for v in sizes):
-    cli.fail(SCRIPT, f"--sizes={','.join(_SIZES.value)}: the renderer supports 32 to 512 px")
-  config = _CONFIG.value
+    cli.fail(SCRIPT, f"--sizes={','.join(FLAGS.sizes)}: the renderer supports 32 to 512 px")
+  config = FLAGS.config
   model3d = cli.load_model(config)
   try:
-    res = study(config, _WORKDIR.value, model3d, _OUT.value, _NUM.value, sizes,
-                tuple(_KINDS.value), tuple(_SETS.value),
-                log=lambda s: print(s, file=sys.stderr, flush=True), max_nme=_MAX_NME.value)
+    res = study(config, FLAGS.workdir, model3d, FLAGS.out, FLAGS.num, sizes,
+                tuple(FLAGS.corruptions), tuple(FLAGS.sets),
+                log=lambda s: print(s, file=sys.stderr, flush=True), max_nme=FLAGS.max_nme)
   except FileNotFoundError as e:
     cli.fail(SCRIPT, cli.one_line(str(e)))
   print(f"{len(res['sets'])} sets x {sum(len(v) for v in res['levels'].values())} corruption "
-        f"levels{' + ' + str(len(sizes)) + ' sizes' if sizes else ''}, {_NUM.value} images each, "
-        f"in {res['seconds']:.0f} s -> {_OUT.value}/robustness.json, robustness.md, "
+        f"levels{' + ' + str(len(sizes)) + ' sizes' if sizes else ''}, {FLAGS.num} images each, "
+        f"in {res['seconds']:.0f} s -> {FLAGS.out}/robustness.json, robustness.md, "
         "robustness_*.png")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main, flags_parser=cli.flags_parser(SCRIPT, __doc__))
