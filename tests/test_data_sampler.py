@@ -2,6 +2,8 @@
 
 import functools
 
+import cv2
+
 import numpy as np
 import pytest
 
@@ -168,3 +170,46 @@ def test_train_stream_close_waits_for_a_slow_batch(monkeypatch):
   assert started.wait(10)
   s.close()
   assert not s._thread.is_alive()  # pylint: disable=protected-access
+
+
+@functools.lru_cache(maxsize=2)
+def _with_and_without_head(occlusion):
+  cfg = dict(occlusion=occlusion, photometric=0.0)
+  seeds = range(6)
+  with_head = sampler.generate(model(), seeds, datasets.set_config("synth-aflw", SIZE, head=True,
+                                                                   **cfg), 9)
+  alone = sampler.generate(model(), seeds, datasets.set_config("synth-aflw", SIZE, **cfg), 9)
+  return with_head, alone
+
+
+def test_heads_change_the_image_around_the_face_not_its_ground_truth():
+  with_head, alone = _with_and_without_head("none")
+  drawn = 0
+  for h, a in zip(with_head, alone):
+    # Same face, pose and landmarks; the mask only loses pixels (an ear, in profile) and the
+    # DAFI is unchanged wherever it is face.
+    for k in ("alpha_id", "alpha_exp", "pose", "landmarks", "yaw"):
+      np.testing.assert_array_equal(h[k], a[k])
+    assert not (h["mask"] & ~a["mask"]).any()
+    np.testing.assert_array_equal(h["dafi"][h["mask"]], a["dafi"][h["mask"]])
+    # A landmark on a face pixel is hidden by the head or stays as it was; one just off the
+    # silhouette (the pixel was background) may now be judged against the neck behind it.
+    r, c = (np.clip(np.round(a["landmarks"][:, k]).astype(int), 0, SIZE - 1) for k in (1, 0))
+    on_face = a["mask"][r, c]
+    assert not (h["landmarks_visible"] & ~a["landmarks_visible"] & on_face).any()
+    # Face pixels keep their colour but near the boundary, whose vertices' normals now average
+    # the head's triangles too (the seamless join): the triangles there are ~2 px at 64 px.
+    # Inside, one level of float32 rounding: another compiled program (more vertices) shades.
+    inner = cv2.distanceTransform(h["mask"].astype(np.uint8), cv2.DIST_L2, 3) > 3.5
+    assert np.abs(h["image"][inner].astype(int) - a["image"][inner]).max() <= 1
+    drawn += int((h["image"] != a["image"]).any(-1)[~a["mask"]].sum())
+  assert drawn > 6 * 0.1 * SIZE * SIZE   # head, neck and shoulders: 18% of the image here
+
+
+def test_heads_are_a_pure_function_of_the_seed():
+  with_head, _ = _with_and_without_head("mild")
+  again = sampler.generate(model(), range(6), datasets.set_config(
+      "synth-aflw", SIZE, head=True, occlusion="mild", photometric=0.0), 9)
+  for x, y in zip(with_head, again):
+    for k in x:
+      np.testing.assert_array_equal(x[k], y[k])

@@ -56,9 +56,11 @@ def tfds_name(name: str, model, image_size: int) -> str:
 CHUNK = 64
 
 
-def examples(model, name: str, image_size: int, num: int | None = None, start: int = 0):
-  """Yields the examples start .. start+num-1 of a set (each a pure function of its seed)."""
-  cfg = set_config(name, image_size)
+def examples(model, name: str, image_size: int, num: int | None = None, start: int = 0,
+             **overrides):
+  """Yields the examples start .. start+num-1 of a set (each a pure function of its seed);
+  overrides: `sampler.SamplerConfig` fields (e.g. head=True) on top of the set's own."""
+  cfg = set_config(name, image_size, **overrides)
   stream, default_num, _ = SETS[name]
   num = num or default_num
   if num is None:

@@ -25,6 +25,7 @@ import numpy as np
 
 from cprfa_jax import render
 from cprfa_jax.geometry import projection
+from cprfa_jax.mm import head as head_lib
 from cprfa_jax.mm.model import MorphableModel, shape
 from cprfa_jax.data import wild
 
@@ -49,6 +50,7 @@ class SamplerConfig:
   shift_jitter: float = 0.06      # uniform +- on the framing centre, normalised units
   occlusion: str = "mild"         # none | mild | heavy
   photometric: float = 1.0        # strength of blur, noise and colour jitter
+  head: bool = False              # render the rest of the head around the face (`mm.head`)
 
   def __post_init__(self):
     if self.occlusion not in OCCLUSION:
@@ -100,27 +102,41 @@ def _frame_batch(verts_BxVx3, landmarks_68, angles_Bx3, scale_B, shift_Bx2, box_
 
 
 @jax.jit
-def _shapes_and_looks(model, alpha_id_BxK, alpha_exp_BxE, keys_B, regions):
+def _shapes_and_looks(model, alpha_id_BxK, alpha_exp_BxE, keys_B, regions, head=None):
+  """Face vertices, albedo and light of a batch; with a `head`, its vertices and albedo too
+  (their keys fold in from each example's, so face-only renders keep their random streams)."""
   verts = jax.vmap(shape, in_axes=(None, 0, 0))(model, alpha_id_BxK, alpha_exp_BxE)
 
-  def look(key):
+  def look(key, face_Vx3):
     k1, k2 = jax.random.split(key)
-    albedo = render.vertex_albedo(regions, render.random_albedo_params(k1, model.num_vertices))
-    return albedo, render.random_light(k2)
+    params = render.random_albedo_params(k1, model.num_vertices)
+    albedo = render.vertex_albedo(regions, params)
+    if head is None:
+      return albedo, render.random_light(k2), None
+    kh = jax.random.split(jax.random.fold_in(key, 1), 2)
+    head_v = head_lib.head_vertices(head, face_Vx3, head_lib.random_head_shape(kh[0]))
+    head_a = render.head_albedo(head, albedo, params.skin_3, render.random_head_look(kh[1]),
+                                head_v)
+    return albedo, render.random_light(k2), (head_v, head_a)
 
-  albedo, light = jax.vmap(look)(keys_B)
-  return verts, albedo, light
+  albedo, light, head_out = jax.vmap(look)(keys_B, verts)
+  return verts, albedo, light, head_out
 
 
-_REGIONS = {}
+_PER_MODEL = {}
+
+
+def _per_model(model, what, build):
+  """What a model needs once (albedo regions, head geometry), cached per model object (models
+  are not hashable)."""
+  entry = _PER_MODEL.get((id(model), what))
+  if entry is None or entry[0] is not model:
+    entry = _PER_MODEL[(id(model), what)] = (model, build(model))
+  return entry[1]
 
 
 def _regions(model):
-  """Albedo regions of a model, computed once per model object (models are not hashable)."""
-  entry = _REGIONS.get(id(model))
-  if entry is None or entry[0] is not model:
-    entry = _REGIONS[id(model)] = (model, render.model_regions(model))
-  return entry[1]
+  return _per_model(model, "regions", render.model_regions)
 
 
 def generate(model: MorphableModel, seeds, cfg: SamplerConfig, stream: int = 0):
@@ -131,23 +147,32 @@ def generate(model: MorphableModel, seeds, cfg: SamplerConfig, stream: int = 0):
   rngs = [np.random.default_rng([stream, s]) for s in seeds]
   params = [draw_params(r, model, cfg, s) for r, s in zip(rngs, seeds)]
   keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.key(stream), s))(jnp.asarray(seeds))
-  verts, albedo, light = _shapes_and_looks(
+  head = _per_model(model, "head", head_lib.model_head) if cfg.head else None
+  verts, albedo, light, head_out = _shapes_and_looks(
       model, jnp.asarray(np.stack([p["alpha_id"] for p in params])),
-      jnp.asarray(np.stack([p["alpha_exp"] for p in params])), keys, _regions(model))
+      jnp.asarray(np.stack([p["alpha_exp"] for p in params])), keys, _regions(model), head)
   lm_idx = np.asarray(model.landmarks_68)
+  surround, tri = None, np.asarray(model.triangles_Tx3)
+  all_verts = verts
+  if head is not None:
+    surround = render.Surround(head.triangles_Tx3, *head_out)
+    tri = np.concatenate([tri, np.asarray(head.triangles_Tx3)])
+    all_verts = jnp.concatenate([verts, head_out[0]], 1)
+  # Depths of every vertex, the head's too: a landmark behind an ear is not self-visible.
   poses, lm_pix, vert_z = jax.device_get(_frame_batch(
-      verts, model.landmarks_68, np.stack([p["angles_deg"] for p in params]),
+      all_verts, model.landmarks_68, np.stack([p["angles_deg"] for p in params]),
       np.array([p["scale"] for p in params], np.float32),
       np.stack([p["shift"] for p in params]).astype(np.float32), cfg.box_scale, hw))
-  out = jax.device_get(render.render_batch(model, verts, poses, hw, light=light, albedo=albedo))
-  tri = np.asarray(model.triangles_Tx3)
+  out = jax.device_get(render.render_batch(model, verts, poses, hw, light=light, albedo=albedo,
+                                           surround=surround))
   examples = []
   for i, (rng, p) in enumerate(zip(rngs, params)):
     lm_px = lm_pix[i].astype(np.float32)
     self_visible = depth_visible(np.concatenate([lm_px, vert_z[i][lm_idx, None]], -1),
                                  out.tri_id[i], out.bary[i], tri, vert_z[i],
                                  DEPTH_TOL * float(poses[i][3]))
-    image, mask, occluded = _in_the_wild(rng, out.rgb[i], out.mask[i], lm_px, cfg)
+    image, mask, occluded = _in_the_wild(rng, out.rgb[i], out.mask[i], lm_px, cfg,
+                                         out.tri_id[i] >= 0)
     inside = np.all((lm_px >= 0) & (lm_px <= cfg.image_size - 1), -1)
     r, c = (np.clip(np.round(lm_px[:, k]).astype(int), 0, cfg.image_size - 1) for k in (1, 0))
     examples.append({
@@ -183,15 +208,17 @@ def depth_visible(pix_Nx3, tri_id_HxW, bary_HxWx3, triangles_Tx3, vert_z_V, tol)
   return (t >= 0) & (pix_Nx3[:, 2] >= surface_z - tol)
 
 
-def _in_the_wild(rng, face_rgb, face_mask, landmarks_68x2, cfg: SamplerConfig):
-  """Background, occluders, photometric noise. Returns (image, visible mask, occluder mask)."""
+def _in_the_wild(rng, face_rgb, face_mask, landmarks_68x2, cfg: SamplerConfig, foreground):
+  """Background, occluders, photometric noise. Returns (image, visible mask, occluder mask).
+  foreground: every rendered pixel (face and head)."""
   hw = face_mask.shape
   p_any, (lo, hi) = OCCLUSION[cfg.occlusion]
   occluders = []
   if rng.random() < p_any:
     occluders = [wild.random_occluder(rng, hw, landmarks_68x2) for _ in range(rng.integers(lo, hi + 1))]
   image, visible = wild.composite(np.asarray(face_rgb), np.asarray(face_mask),
-                                  wild.random_background(rng, hw), occluders)
+                                  wild.random_background(rng, hw), occluders,
+                                  np.asarray(foreground))
   occluded = np.zeros(hw, bool)
   for _, alpha in occluders:
     occluded |= alpha

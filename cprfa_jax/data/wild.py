@@ -141,10 +141,11 @@ def photometric(rng, img_HxWx3, strength=1.0) -> np.ndarray:
   return np.clip(img, 0.0, 1.0)
 
 
-def composite(face_rgb, face_mask, background, occluders=()):
+def composite(face_rgb, face_mask, background, occluders=(), foreground=None):
   """Face over background, occluders over both. Returns (image, visible face mask): the mask
-  loses every pixel an occluder covers, so the ground-truth DAFI never shows hidden surface."""
-  m = face_mask[..., None]
+  loses every pixel an occluder covers, so the ground-truth DAFI never shows hidden surface.
+  foreground: the rendered pixels where they are more than the face's (a head around it)."""
+  m = (face_mask if foreground is None else foreground)[..., None]
   img = np.where(m, face_rgb, background)
   visible = face_mask.copy()
   for rgb, alpha in occluders:

@@ -10,6 +10,7 @@ from cprfa_jax.render.raster import (
 )
 from cprfa_jax.render.renderer import (
                                      Rendering,
+                                     Surround,
                                      default_albedo,
                                      render,
                                      render_batch,
@@ -20,13 +21,17 @@ from cprfa_jax.render.renderer import (
 from cprfa_jax.render.shading import (
                                      AlbedoParams,
                                      FaceRegions,
+                                     HeadLook,
                                      Light,
                                      default_albedo_params,
                                      default_light,
+                                     default_head_look,
                                      face_regions,
+                                     head_albedo,
                                      lambert,
                                      model_regions,
                                      random_albedo_params,
+                                     random_head_look,
                                      random_light,
                                      vertex_albedo,
 )

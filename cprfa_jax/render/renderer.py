@@ -75,26 +75,52 @@ def _pixels_batch(verts_BxVx3, pose_Bx6, hw, cam_BxVx3=None):
   return jnp.concatenate([to_pixels(cam[..., :2], hw), cam[..., 2:]], -1)
 
 
+class Surround(NamedTuple):
+  """Geometry around the face that shares its z-buffer but is never face (a head, hair,
+  accessories): H more vertices per example and triangles over [face V | surround H]."""
+  triangles_Tx3: jnp.ndarray   # (T', 3) indices into the concatenated V + H vertices
+  verts_BxHx3: jnp.ndarray     # model frame, posed with the face
+  albedo_BxHx3: jnp.ndarray
+
+
+def _mesh(model, verts_BxVx3, albedo_BxVx3, surround):
+  """Triangles, vertices, albedo and PNCC of the face plus its surround (PNCC 0 there)."""
+  if surround is None:
+    return model.triangles_Tx3, verts_BxVx3, albedo_BxVx3, model.pncc_Vx3
+  h = surround.verts_BxHx3.shape[1]
+  return (jnp.concatenate([model.triangles_Tx3, surround.triangles_Tx3]),
+          jnp.concatenate([verts_BxVx3, surround.verts_BxHx3], 1),
+          jnp.concatenate([albedo_BxVx3, surround.albedo_BxHx3], 1),
+          jnp.concatenate([model.pncc_Vx3, jnp.zeros((h, 3), model.pncc_Vx3.dtype)]))
+
+
 @functools.partial(jax.jit, static_argnames=("hw", "num_tiles", "tile", "cull_back"))
 def render_batch_fixed(model, verts_BxVx3, pose_Bx6, albedo_BxVx3, light: Light, hw,
-                       num_tiles: int, tile: int = 2, cull_back: bool = True) -> Rendering:
+                       num_tiles: int, tile: int = 2, cull_back: bool = True,
+                       surround: Surround | None = None) -> Rendering:
   """Pure batched renderer. verts (B, V, 3) in the model frame, pose (B, 6) as Eq. 2,
-  albedo (B, V, 3), light fields (B, 3). `num_tiles` as in `raster.rasterize_batch`."""
+  albedo (B, V, 3), light fields (B, 3). `num_tiles` as in `raster.rasterize_batch`.
+  With a `surround`, its pixels are shaded in `rgb` and are never DAFI or mask: the face's
+  triangles come first, so a pixel is face iff its winning triangle's index is below T."""
   h, w = hw
-  b, v, _ = verts_BxVx3.shape
-  tri = model.triangles_Tx3
-  cam = _camera_points_batch(verts_BxVx3, pose_Bx6)
-  pix = _pixels_batch(verts_BxVx3, pose_Bx6, hw, cam)
+  b = verts_BxVx3.shape[0]
+  num_face = model.triangles_Tx3.shape[0]
+  tri, verts, albedo, pncc = _mesh(model, verts_BxVx3, albedo_BxVx3, surround)
+  v = verts.shape[1]
+  cam = _camera_points_batch(verts, pose_Bx6)
+  pix = _pixels_batch(verts, pose_Bx6, hw, cam)
   tri_id = raster._zbuffer(pix, tri, hw, num_tiles, tile, cull_back)
   per_example = Light(*(jnp.reshape(f, (b, 1, 3)) for f in light))
   normals = _vertex_normals_flat(cam, tri).reshape(b, v, 3)
-  shaded = shading.lambert(albedo_BxVx3, normals, per_example)
-  attr = jnp.concatenate([jnp.broadcast_to(model.pncc_Vx3, (b, v, 3)), shaded], -1)
+  shaded = shading.lambert(albedo, normals, per_example)
+  attr = jnp.concatenate([jnp.broadcast_to(pncc, (b, v, 3)), shaded], -1)
   lam, vals = raster._resolve(pix, tri, tri_id, hw, attr)
   vals = vals.reshape(b, h * w, 6)
-  # Background weights are 0, so both images are 0 there already.
-  return Rendering(dafi=vals[..., :3].reshape(b, h, w, 3),
-                   mask=(tri_id >= 0).reshape(b, h, w),
+  # Background weights are 0, so both images are 0 there already; a surround triangle that
+  # shares a boundary vertex with the face would interpolate its PNCC, hence the mask.
+  mask = (tri_id >= 0) & (tri_id < num_face)
+  return Rendering(dafi=jnp.where(mask[..., None], vals[..., :3], 0.0).reshape(b, h, w, 3),
+                   mask=mask.reshape(b, h, w),
                    rgb=vals[..., 3:6].reshape(b, h, w, 3),
                    tri_id=tri_id.reshape(b, h, w),
                    bary=jnp.stack(lam, -1).reshape(b, h, w, 3))
@@ -115,10 +141,12 @@ def _count_tiles(verts_BxVx3, pose_Bx6, triangles_Tx3, hw, tile, cull_back):
                             cull_back)
 
 
-def tiles_for(model, verts_BxVx3, pose_Bx6, hw, tile: int = 2, cull_back: bool = True) -> int:
+def tiles_for(model, verts_BxVx3, pose_Bx6, hw, tile: int = 2, cull_back: bool = True,
+              surround: Surround | None = None) -> int:
   """Host side: the bucketed `num_tiles` that covers every triangle of these examples."""
-  n = _count_tiles(jnp.asarray(verts_BxVx3, jnp.float32), jnp.asarray(pose_Bx6, jnp.float32),
-                   model.triangles_Tx3, tuple(hw), tile, cull_back)
+  verts = jnp.asarray(verts_BxVx3, jnp.float32)
+  tri, verts, _, _ = _mesh(model, verts, verts, surround)
+  n = _count_tiles(verts, jnp.asarray(pose_Bx6, jnp.float32), tri, tuple(hw), tile, cull_back)
   return raster.bucket(int(n))
 
 
@@ -129,9 +157,11 @@ def default_albedo(model) -> jnp.ndarray:
 
 
 def render_batch(model, verts_BxVx3, pose_Bx6, hw, light: Light | None = None,
-                 albedo=None, tile: int = 2, cull_back: bool = True) -> Rendering:
+                 albedo=None, tile: int = 2, cull_back: bool = True,
+                 surround: Surround | None = None) -> Rendering:
   """Renders B examples. albedo: (V, 3) or (B, V, 3), default `default_albedo(model)`;
-  light: a `Light` with (3,) or (B, 3) fields, default `shading.default_light()`."""
+  light: a `Light` with (3,) or (B, 3) fields, default `shading.default_light()`; surround:
+  geometry around the face (`Surround`, e.g. `mm.head`'s), shaded but never face."""
   hw = tuple(int(s) for s in hw)
   raster.check_hw(hw)
   verts = jnp.asarray(verts_BxVx3, jnp.float32)
@@ -147,8 +177,16 @@ def render_batch(model, verts_BxVx3, pose_Bx6, hw, light: Light | None = None,
   albedo = jnp.broadcast_to(albedo, (b, v, 3))
   light = shading.default_light() if light is None else light
   light = Light(*(jnp.broadcast_to(jnp.asarray(f, jnp.float32), (b, 3)) for f in light))
-  num_tiles = tiles_for(model, verts, pose, hw, tile, cull_back)
-  return render_batch_fixed(model, verts, pose, albedo, light, hw, num_tiles, tile, cull_back)
+  if surround is not None:
+    surround = Surround(jnp.asarray(surround.triangles_Tx3, jnp.int32),
+                        jnp.asarray(surround.verts_BxHx3, jnp.float32),
+                        jnp.asarray(surround.albedo_BxHx3, jnp.float32))
+    if surround.verts_BxHx3.shape[0] != b or surround.albedo_BxHx3.shape != surround.verts_BxHx3.shape:
+      raise ValueError(f"surround: verts and albedo must both be (B={b}, H, 3), got "
+                       f"{surround.verts_BxHx3.shape} and {surround.albedo_BxHx3.shape}")
+  num_tiles = tiles_for(model, verts, pose, hw, tile, cull_back, surround)
+  return render_batch_fixed(model, verts, pose, albedo, light, hw, num_tiles, tile, cull_back,
+                            surround)
 
 
 def render(model, verts_Vx3, pose_6, hw, light: Light | None = None, albedo=None,

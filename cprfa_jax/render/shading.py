@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cprfa_jax.mm import head as head_lib
+
 NUM_NOISE = 16  # smooth-noise basis functions per model
 
 
@@ -167,6 +169,42 @@ def vertex_albedo(regions: FaceRegions, params: AlbedoParams) -> jnp.ndarray:
   c = lerp(c, params.iris_3, regions.iris_V)
   c = lerp(c, jnp.array([0.03, 0.03, 0.03]), regions.pupil_V)
   return jnp.clip(c * (1.0 + params.fine_V[:, None]), 0.0, 1.0)
+
+
+class HeadLook(NamedTuple):
+  """Colours of the head around the face (`head_albedo`)."""
+  cloth_3: jnp.ndarray      # clothing RGB
+  neckline: jnp.ndarray     # (,) height of the collar below the skull centre (canonical units)
+
+
+def default_head_look() -> HeadLook:
+  return HeadLook(jnp.array([0.2, 0.25, 0.35]), jnp.float32(-1.3))
+
+
+def random_head_look(key) -> HeadLook:
+  """Clothing from dark to light in any hue, a collar from the neck's base to a low neckline."""
+  k = jax.random.split(key, 3)
+  hue = jax.random.uniform(k[0], (3,))
+  bright = jax.random.uniform(k[1], (), minval=0.05, maxval=0.9)
+  return HeadLook(jnp.clip(bright * (0.5 + hue), 0.0, 1.0),
+                  jax.random.uniform(k[2], (), minval=-1.45, maxval=-1.2))
+
+
+def head_albedo(head, face_albedo_Vx3, skin_3, look: HeadLook, head_verts_Hx3) -> jnp.ndarray:
+  """(H, 3) albedo of `mm.head`'s vertices: the cranium's rings start with the face boundary's
+  own colours and fade to the plain skin tone (no seam at the join), ears a little redder, the
+  neck a little darker, clothing below the neckline. Pure jnp (jit / vmap-able)."""
+  skin = jnp.asarray(skin_3, jnp.float32)
+  edge = face_albedo_Vx3[head.loop_L]                              # (L, 3)
+  fade = jnp.clip(head.ring_t_R / 0.3, 0.0, 1.0)[:, None, None]    # (R, 1, 1)
+  rings = (edge + fade * (skin - edge)).reshape(-1, 3)
+  rest = jnp.broadcast_to(skin, (head.part_H.shape[0] - rings.shape[0], 3))
+  colour = jnp.concatenate([rings, rest])
+  part = head.part_H
+  colour = jnp.where((part == head_lib.EAR)[:, None], colour * jnp.array([1.0, 0.9, 0.88]), colour)
+  colour = jnp.where((part >= head_lib.NECK)[:, None], colour * 0.93, colour)
+  below = (head_verts_Hx3[:, 1] - head.centre_3[1]) < look.neckline
+  return jnp.where(((part >= head_lib.NECK) & below)[:, None], look.cloth_3, colour)
 
 
 # ---------------------------------------------------------------------------------- lights
