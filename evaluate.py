@@ -10,7 +10,8 @@ trained): NME of the fitted landmarks per |yaw| bin for PnP-68, PnP + DAFI(C), o
 CPR(C), CPR-H and CPRFA on every eval set; ced_<set>.png (Fig. 5), fits_<set>.png (Fig. 6),
 cpr_channels_<set>.png (Fig. 3), per_image_<set>.csv (NME per method, confidence, failure flag).
 All tables go to report.md and report.json and are printed, with what was evaluated: each
-stage's checkpoint step and configured steps, the git commit of the code and the config.
+stage's checkpoint step and configured steps, the git commit of the code, the config, and the
+package versions, processor and devices (checked against requirements-lock.txt by readme_table).
 A stage whose checkpoint is short of its configured steps is refused unless --allow_unfinished
 is given; its rows are then marked unfinished.
 """
@@ -65,6 +66,7 @@ def evaluated_md(meta) -> list[str]:
   return ["## What was evaluated\n", stage_status.table_md(meta["stages"]),
           f"Code: {provenance.describe(meta['code'])} ({REPO}).  ",
           f"Command: `{meta['command']}`  ",
+          f"Packages and machine: {provenance.describe_environment(meta['environment'])}.  ",
           "Config: below, and in report.json.\n"]
 
 
@@ -82,6 +84,7 @@ def main(argv):
     unet, trained, statuses, lm_params = checkpoints(config, root, config_file)
     stage_status.check_finished(statuses, _ALLOW.value)
     meta = {"stages": statuses, "code": provenance.git_state(REPO),
+            "environment": provenance.environment(),
             "command": provenance.command_line(), "config_file": config_file,
             "allow_unfinished": _ALLOW.value, "config": provenance.jsonable(config.to_dict())}
     sel = selection.ensure_selection(config, root, model3d, log)

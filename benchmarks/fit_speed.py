@@ -33,40 +33,18 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+from _random_pipeline import random_predictor  # noqa: E402
 from _timing import median_time  # noqa: E402
-from cprfa_jax import cli, cpr, decode, mm, observe  # noqa: E402
+from cprfa_jax import cli, decode, mm, observe  # noqa: E402
 from cprfa_jax.data import sampler  # noqa: E402
 from cprfa_jax.data.datasets import set_config  # noqa: E402
 from cprfa_jax.decode import pixel  # noqa: E402
 from cprfa_jax.geometry import projection  # noqa: E402
 from cprfa_jax.nets import build
-from cprfa_jax.nets.build import preprocess  # noqa: E402
 from cprfa_jax.predict.predictor import Predictor  # noqa: E402
 
 PAPER_S_PER_IMAGE = 0.9
 STAGE = "capu"
-
-
-def random_predictor(config, model3d, images) -> Predictor:
-  """A predictor with random networks and a random vertex selection (same shapes as trained)."""
-  x = images[:1]
-  unet = build.unet_network(config).init(jax.random.PRNGKey(0), preprocess(x))
-  lmnet = build.landmarks_network(config).init(jax.random.PRNGKey(1), preprocess(x))
-  rng = np.random.default_rng(0)
-  c = config.cpr.num_selected
-  left, right = cpr.select_vertices(rng.random(model3d.num_vertices), np.ones(model3d.num_vertices),
-                                    np.asarray(model3d.mean_Vx3)[:, 0], c)
-  sel, layout = cpr.selected_vertices(left, right), cpr.cpr_layout(c)
-  v = model3d.num_vertices
-  obs = observe.to_observations({"y_all": np.zeros((1, v, 2), np.float32),
-                             "det_all": np.ones((1, v), bool),
-                             "y_lm": np.zeros((1, 68, 2), np.float32),
-                             "det_lm": np.ones((1, 68), bool)}, sel)
-  key = jax.random.PRNGKey(2)
-  reg = build.regressor_network(config, model3d, STAGE).init(key, model3d, jnp.asarray(sel),
-                                                   jnp.asarray(layout), obs, key)["params"]
-  params = {"dafi": unet["params"], "landmarks": lmnet["params"], "regressor": reg}
-  return Predictor(config, model3d, params, {"selected": sel, "layout": layout}, STAGE)
 
 
 def eval_path(pred, images):
@@ -162,7 +140,7 @@ def main():
   true_dafi = np.stack([e["dafi"] for e in exs]).astype(np.float32)
   true_mask = np.stack([e["mask"] for e in exs]).astype(bool)
   pred = (Predictor.from_workdir(config, args.workdir, model3d) if args.workdir
-          else random_predictor(config, model3d, images))
+          else random_predictor(config, model3d, STAGE))
   out = {"machine": f"{platform.machine()} {os.cpu_count()} CPU, {jax.devices()[0].platform}",
          "config": args.config, "trained_weights": bool(args.workdir),
          "C": config.cpr.num_selected, "image_size": size,

@@ -148,10 +148,16 @@ def main():
         optax.clip_by_global_norm(optim_cfg.grad_clip),
         optax.sgd(loop.make_schedule(optim_cfg, num_steps)))
   model3d = mm.load_model(config.model)
-  pipeline.run_stage(config, args.root, args.stage, model3d, log=lambda s: print(s, flush=True))
+  lines = []
+
+  def log(line):
+    lines.append(line)
+    print(line, flush=True)
+
+  pipeline.run_stage(config, args.root, args.stage, model3d, log=log)
   record = dict(process=jax.process_index(), count=jax.process_count(),
                 devices=jax.device_count(), local_devices=jax.local_device_count(),
-                read=sorted(read), batches=batches,
+                read=sorted(read), batches=batches, log="\n".join(lines),
                 workdir=stage_dir(args.root, args.stage))
   pathlib.Path(args.out).write_text(json.dumps(record))
   print("OK", flush=True)

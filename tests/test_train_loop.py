@@ -170,3 +170,32 @@ def test_restored_params_sit_on_one_local_device(tmp_path):
   assert step == 2
   assert {x.sharding for x in jax.tree.leaves(params)} == {
       jax.sharding.SingleDeviceSharding(jax.local_devices()[0])}
+
+
+@settings(deadline=None, max_examples=200)
+@given(st.integers(1, 64), st.integers(1, 16))
+def test_global_batch_fills_every_device_and_keeps_a_batch_they_divide(batch, devices):
+  if batch >= devices and batch % devices:
+    with pytest.raises(ValueError, match=f"use a multiple of {devices}"):
+      sharding.global_batch_size(batch, devices)
+    return
+  b = sharding.global_batch_size(batch, devices)
+  assert b % devices == 0   # every device gets the same number of examples
+  if batch % devices == 0:
+    assert b == batch       # a batch the devices divide is the user's: unchanged
+  else:
+    assert b == devices     # §3.2's batch 1 (regressors) or 4 (U-Net): one example per device
+
+
+def test_fit_batch_to_devices_says_so_and_leaves_the_config_alone(monkeypatch):
+  cfg = config()
+  said = []
+  monkeypatch.setattr(sharding.jax, "device_count", lambda: 8)
+  fitted = sharding.fit_batch_to_devices(cfg, said.append)
+  assert fitted.train.batch_size == 8 and cfg.train.batch_size == 4
+  assert said == ["train.batch_size 4 is smaller than the 8 devices: training data-parallel "
+                  "with one example per device, a global batch of 8"]
+  monkeypatch.setattr(sharding.jax, "device_count", lambda: 2)
+  assert sharding.fit_batch_to_devices(cfg, said.append) is cfg and len(said) == 1
+  with pytest.raises(ValueError, match="at least 1"):
+    sharding.global_batch_size(0, 2)

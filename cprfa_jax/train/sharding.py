@@ -78,12 +78,47 @@ def replicated(mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
+def global_batch_size(batch_size: int, num_devices: int) -> int:
+  """The global batch a stage trains with on `num_devices` devices when its config asks for
+  `batch_size`: that batch where the devices divide it, and one example per device where it is
+  smaller than the device count. §3.2 trains the regressors at batch 1 and the U-Net at batch
+  4 on one GPU; on 8 devices they then train data-parallel at 8, every device stepping on
+  at most the paper's per-step batch, instead of leaving devices idle or refusing to start.
+  A batch larger than the device count that they do not divide is the user's own choice, and
+  refused with the multiple to use."""
+  if batch_size < 1:
+    raise ValueError(f"batch size {batch_size} must be at least 1 (the stage's train.batch_size: "
+                     "--config.<unet|lmnet|cpr>.train.batch_size)")
+  if batch_size < num_devices:
+    return num_devices
+  if batch_size % num_devices:
+    raise ValueError(f"batch size {batch_size} is not divisible by the {num_devices} devices of "
+                     f"the mesh; use a multiple of {num_devices} (the stage's "
+                     "train.batch_size: --config.<unet|lmnet|cpr>.train.batch_size)")
+  return batch_size
+
+
+def fit_batch_to_devices(config, log=print):
+  """`config` (a stage's view, its schedule in `train`) with train.batch_size set to
+  `global_batch_size` for this run's devices: a copy where it changes, saying so, else
+  `config` itself. Call it before the stage builds its batches (each process reads its share
+  of the global batch)."""
+  n = jax.device_count()
+  b = global_batch_size(config.train.batch_size, n)
+  if b == config.train.batch_size:
+    return config
+  log(f"train.batch_size {config.train.batch_size} is smaller than the {n} devices: training "
+      f"data-parallel with one example per device, a global batch of {b}")
+  config = config.copy_and_resolve_references()
+  config.train.batch_size = b
+  return config
+
+
 def check_batch_size(batch_size: int, mesh) -> None:
   n = mesh.devices.size
-  if batch_size % n:
-    raise ValueError(f"batch size {batch_size} is not divisible by the {n} devices of the mesh; "
-                     f"use a multiple of {n} (the stage's "
-                     "train.batch_size: --config.<unet|lmnet|cpr>.train.batch_size)")
+  if global_batch_size(batch_size, n) != batch_size:
+    raise ValueError(f"batch size {batch_size} is smaller than the {n} devices of the mesh: "
+                     "set it with sharding.fit_batch_to_devices before building the batches")
 
 
 def shard_batch(batch, mesh):

@@ -1,7 +1,11 @@
 """Multi-host training for real: 2 JAX processes on localhost (a local coordinator, gloo CPU
 collectives) x 4 simulated CPU devices each train a few steps of a stage on a `tfds:` fixture
 set, and end with the parameters of one process with 8 devices; each process reads only its
-shard of the data. Each run is `tests/multihost_worker.py` in subprocesses."""
+shard of the data. Each run is `tests/multihost_worker.py` in subprocesses.
+
+The stages ask for the paper's batches (§3.2: the U-Net 4, the regressors 1), fewer than the 8
+devices: both layouts train them data-parallel with one example per device, a global batch of
+8 (`train.sharding.global_batch_size`)."""
 
 import json
 import os
@@ -29,7 +33,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 WORKER = ROOT / "tests" / "multihost_worker.py"
 DATASET = "cprfa_multihost_fixture"
 NUM_EXAMPLES = 70   # the held-out reference examples + enough that no shard wraps an epoch
-STEPS, BATCH, DEVICES = 3, 8, 8
+STEPS, DEVICES = 3, 8
+PAPER_BATCH = {"dafi": 4, "cpr": 1}   # what the workers' configs ask for (§3.2)
+BATCH = DEVICES                       # what they train with: one example per device
 TIMEOUT_S = 600
 # Environment a run must not inherit: it decides single- or multi-process itself.
 _DIST_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_COORDINATOR_BIND_ADDRESS", "JAX_NUM_PROCESSES",
@@ -79,7 +85,7 @@ def _launch(tmp, name, argv_env, timeout=TIMEOUT_S):
 def _worker_args(stage, root, data_dir, **extra):
   # SGD, not the stage's Adam: see compare_params.
   argv = ["--stage", stage, "--root", str(root), "--data_dir", str(data_dir),
-          "--dataset", DATASET, "--steps", str(STEPS), "--batch_size", str(BATCH),
+          "--dataset", DATASET, "--steps", str(STEPS), "--batch_size", str(PAPER_BATCH[stage]),
           "--optimizer", "sgd"]
   for k, v in extra.items():
     argv += [f"--{k}", str(v)]
@@ -166,7 +172,8 @@ def check_shards(single, pair, table):
   assert [r["process"] for r in pair] == [0, 1]
   assert all(r["count"] == 2 and r["devices"] == DEVICES and r["local_devices"] == DEVICES // 2
              for r in pair)
-  assert len(single["batches"]) == STEPS
+  assert len(single["batches"]) == STEPS and all(len(b) == BATCH for b in single["batches"])
+  assert all("one example per device, a global batch of 8" in r["log"] for r in [single, *pair])
   for r in pair:
     assert len(r["batches"]) == STEPS and all(len(b) == BATCH // 2 for b in r["batches"])
   for k in range(STEPS):

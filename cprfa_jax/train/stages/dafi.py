@@ -11,9 +11,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 import optax
 
-from cprfa_jax.data import streams
 from cprfa_jax.nets import build
-from cprfa_jax.train import loop
+from cprfa_jax.train import loop, sharding
 
 KEYS = ("image", "dafi", "mask")
 
@@ -61,11 +60,15 @@ def validate(config) -> None:
   if not config.optim.lr_end <= config.optim.lr:
     raise ValueError(f"--config.unet.optim.lr_end={config.optim.lr_end} must not exceed "
                      f"--config.unet.optim.lr={config.optim.lr}")
+  # The data stack (grain, tensorflow_datasets) loads only where batches are made: the stage's
+  # step runs without it (benchmarks/device_check.py, on accelerator images that lack it).
+  from cprfa_jax.data import streams  # pylint: disable=import-outside-toplevel
   streams.check_data_train(config)
 
 
 def train_batches(config, model3d):
   """batches(start_step) -> iterator of host batches for steps start+1, ... (`data.streams`)."""
+  from cprfa_jax.data import streams  # pylint: disable=import-outside-toplevel
   return streams.batches_fn(config, model3d, KEYS)
 
 
@@ -88,6 +91,7 @@ def run(config, workdir: str, model3d, log=print, batches=None):
   """Trains the HS-U-Net; returns the final TrainState. `batches` overrides the data source
   (tests use it to interrupt a run)."""
   validate(config)
+  config = sharding.fit_batch_to_devices(config, log)
   init_fn, loss_fn = stage_fns(config)
   return loop.train(config, workdir, init_fn, loss_fn,
                     batches or train_batches(config, model3d), log=log)

@@ -23,12 +23,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from cprfa_jax import decode, observe, workdirs
-from cprfa_jax.data import streams
 from cprfa_jax.mm.model import join_alpha
 from cprfa_jax.nets import build
 from cprfa_jax.nets.regressor import generated_points
 from cprfa_jax.numerics import safe_norm
-from cprfa_jax.train import loop
+from cprfa_jax.train import loop, sharding
 
 STREAM_KEYS = ("image", "dafi", "mask", "alpha_id", "alpha_exp", "pose")
 
@@ -135,6 +134,7 @@ def run(config, root, model3d, stage, sel, log=print, batches=None):
   final TrainState."""
   view = workdirs.stage_config(config, stage)
   validate(view, stage)
+  view = sharding.fit_batch_to_devices(view, log)
   log(build.kappa_sample_line(view, model3d))
   fused = build.VARIANTS[stage]["fusion"]
   frozen = workdirs.params_of(config, root, "cpr_h")["stages_round1"] if stage == "capu" else None
@@ -142,6 +142,9 @@ def run(config, root, model3d, stage, sel, log=print, batches=None):
   if batches is None:
     observer = observe.Observer(config, root, model3d, fused, config.cpr.dafi_source,
                                 config.cpr.landmark_dropout if fused else 0.0)
+    # The data stack (grain, tensorflow_datasets) loads only where batches are made: the stage's
+    # step runs without it (benchmarks/device_check.py, on accelerator images that lack it).
+    from cprfa_jax.data import streams  # pylint: disable=import-outside-toplevel
     source = streams.batches_fn(view, model3d, STREAM_KEYS)
     batches = lambda start: Observed(source(start), start, observer)
   return loop.train(view, workdirs.stage_dir(root, stage), init_fn, loss_fn, batches, log=log)
