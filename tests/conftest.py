@@ -1,11 +1,25 @@
 import os
 import pathlib
+import shutil
+import tempfile
 
 import pytest
 
 # Tests run on the CPU and must never reach the network.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TFDS_DATA_DIR", "/nonexistent-tfds-dir")
+
+# One persistent XLA compilation cache for the whole session: both xdist workers and every
+# train.py / evaluate.py / predictor / multi-host subprocess a test starts inherit it, so a
+# program one process compiled (the smoke pipeline's train steps, its U-Net and regressors
+# in evaluate.py, the predictor) is loaded, not compiled again, by the next process that runs
+# it: the suite's time is mostly single-threaded compilation (issue 23). It is made here, in
+# the controller, before the workers start, and removed at the session's end: no run reads
+# another run's entries. The key covers the program, the compile options, the devices and the
+# jax/jaxlib version, so a hit is the same executable; a damaged entry is compiled again.
+_OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+if _OWN_CACHE:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="cprfa-jax-cache-")
 
 SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared"
 SFM_DIR = SHARED / "models" / "sfm"
@@ -70,3 +84,9 @@ def pytest_xdist_make_scheduler(config, log):
       return "smoke" if _file(nodeid) in SMOKE_FILES else _file(nodeid)
 
   return SmokeFileScheduling(config, log)
+
+
+def pytest_sessionfinish(session):
+  # The controller (or a run without xdist) made the cache; a worker leaves it alone.
+  if _OWN_CACHE and not hasattr(session.config, "workerinput"):
+    shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)

@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 
+import jax
 import pytest
 
 from configs import tiny as tiny_config
@@ -91,6 +92,11 @@ def test_an_unfinished_stage_is_refused_or_marked(tmp_path):
   assert "| dafi | 4 | 8 (`--config.unet.train.num_steps`) | **unfinished** |" in md
   assert "| DAFI (68) [unfinished: dafi step 4 of 8] |" in md
   assert code["commit"] in md and '"num_steps": 8' in md
+  # The packages and machine behind the numbers (issue 23), as this venv has them.
+  env = report["environment"]
+  assert env["packages"] == provenance.package_versions()
+  assert env["packages"]["jax"] == jax.__version__ and env["devices"]["backend"] == "cpu"
+  assert f"Packages and machine: Python {env['python']}; jax {jax.__version__}," in md
   # Progress, flushed as it goes; and only the 6 scored images were built.
   assert re.search(r"\[ *[0-9.]+ s\] synth-aflw: decoding 6 images", out.stdout)
   assert "building synth-aflw (6 images at 32 px)" in out.stdout

@@ -51,24 +51,15 @@ def test_cpr_settings_are_section_3_2(config):
   assert config.cpr.optim.lr == config.cpr.optim.lr_end == 1e-4
 
 
-def _train_without_model(tmp_path):
+def test_train_without_a_model_path_fails_in_one_line_naming_the_flag(tmp_path):
   workdir = tmp_path / "run"
   proc = subprocess.run(
       [sys.executable, os.path.join(REPO, "train.py"), "--config", PAPER, "--workdir",
        str(workdir)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
       env={**os.environ, "JAX_PLATFORMS": "cpu"})
   lines = [l for l in proc.stderr.splitlines() if l.strip()]
-  return proc, lines, workdir
-
-
-def test_train_without_a_model_path_fails_in_one_line(tmp_path):
-  proc, lines, workdir = _train_without_model(tmp_path)
   assert proc.returncode == 2, proc.stderr
   assert len(lines) == 1 and lines[0].startswith("train.py: "), proc.stderr
   assert "bfm3ddfa" in lines[0] and "needs a path" in lines[0]
-  assert not workdir.exists()                               # nothing trained, nothing written
-
-
-def test_the_error_names_the_flag(tmp_path):
-  _, lines, _ = _train_without_model(tmp_path)
   assert "--config.model=bfm3ddfa:" in lines[0]
+  assert not workdir.exists()                               # nothing trained, nothing written
