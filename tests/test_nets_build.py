@@ -27,7 +27,7 @@ def test_jitted_unet_is_the_last_side_output_as_probabilities():
   config = tiny.get_config()
   images = _images()
   net = build.unet_network(config)
-  params = jax.jit(net.init)(jax.random.PRNGKey(0), build.preprocess(images[:1]))["params"]
+  params = net.init(jax.random.PRNGKey(0), build.preprocess(images[:1]))["params"]
   dafi, prob = build.unet(config)(params, images)
   x = (images.astype(np.float32) / 255.0) - 0.5
   want_dafi, logits = net.apply({"params": params}, x)[-1]
@@ -40,7 +40,7 @@ def test_jitted_landmarks_are_the_heatmaps_soft_argmax():
   config = tiny.get_config()
   images = _images(seed=1)
   net = build.landmarks_network(config)
-  params = jax.jit(net.init)(jax.random.PRNGKey(1), build.preprocess(images[:1]))["params"]
+  params = net.init(jax.random.PRNGKey(1), build.preprocess(images[:1]))["params"]
   pts, conf = build.landmarks(config)(params, images)
   logits = np.asarray(net.apply({"params": params}, build.preprocess(images)), np.float64)
   b, h, w, k = logits.shape

@@ -15,12 +15,6 @@ from cprfa_jax.nets.regressor import GROUPS, CprRegressor, Observations, generat
 C = 16
 
 
-def jit_init(net, *args, seed=0):
-  """`net.init` compiled: an eager Flax init of a regressor dispatches every op of its q
-  stages one by one and took ~1.8x as long as compiling it (2 CPU cores)."""
-  return jax.jit(lambda key: net.init(key, *args))(jax.random.PRNGKey(seed))
-
-
 @functools.lru_cache(maxsize=1)
 def setup():
   m = synthetic_model(num_vertices=800, num_id=4, num_exp=2)
@@ -34,7 +28,7 @@ def setup():
   y_obs = generated_points(m, sel, alpha, pose)
   det = jnp.asarray(rng.random((2, C)) < 0.8)
   net = CprRegressor(num_alpha=6, width=4, features=16, hidden=8)
-  params = jit_init(net, m, sel, layout, Observations(y_obs, det))
+  params = net.init(jax.random.PRNGKey(0), m, sel, layout, Observations(y_obs, det))
   return m, sel, layout, y_obs, det, net, params
 
 
@@ -78,7 +72,7 @@ def test_groups_update_in_sequence_not_in_parallel():
   changing [r_x, r_y] changes what r_z and s see: each group reads Λ^G rebuilt after the groups
   before it. With parallel updates (all from one Λ^G) these inputs would not move."""
   m, sel, layout, y_obs, det, net, params = setup()
-  run = jax.jit(lambda p: net.apply(p, m, sel, layout, Observations(y_obs, det))["round1"]["seen"])
+  run = lambda p: net.apply(p, m, sel, layout, Observations(y_obs, det))["round1"]["seen"]
   base = run(params)
   after_alpha = run(_perturb(params, "alpha"))
   np.testing.assert_allclose(after_alpha["alpha"][0], base["alpha"][0])      # its own input: same
@@ -98,7 +92,7 @@ def test_round_two_weights_pose_updates_and_leaves_alpha():
   det_all = jnp.asarray(rng.random((2, m.num_vertices)) < 0.4)
   net = CprRegressor(num_alpha=6, width=4, features=16, hidden=8, capu=True, max_sampled=64)
   args = (m, sel, layout, Observations(y_obs, det, y_all, det_all), jax.random.PRNGKey(3))
-  params = jit_init(net, *args)
+  params = net.init(jax.random.PRNGKey(0), *args)
   out = jax.jit(lambda p: net.apply(p, *args))(params)
   r1, r2 = out["round1"], out["round2"]
   assert set(r2["beta"]) == {"rxy", "rz", "s"} and "alpha" not in r2["seen"]
@@ -130,7 +124,7 @@ def test_fusion_runs_with_and_without_landmarks_and_each_branch_has_its_beta():
   net = CprRegressor(num_alpha=6, width=4, features=16, hidden=8, fusion=True, capu=True,
                      max_sampled=64)
   key = jax.random.PRNGKey(3)
-  params = jit_init(net, m, sel, layout, obs, key)
+  params = net.init(jax.random.PRNGKey(0), m, sel, layout, obs, key)
   apply = jax.jit(lambda p, o: net.apply(p, m, sel, layout, o, key))
   with_lm = apply(params, obs)
   no_lm = apply(params, obs._replace(y_lm=None, det_lm=None))
@@ -152,7 +146,7 @@ def test_fusion_updates_add_the_two_branches():
   b: the first stage's s moves by exactly b, whatever the DAFI branch predicted."""
   m, sel, layout, obs = _fusion_setup()
   net = CprRegressor(num_alpha=6, width=4, features=16, hidden=8, fusion=True)
-  params = jit_init(net, m, sel, layout, obs)
+  params = net.init(jax.random.PRNGKey(0), m, sel, layout, obs)
   run = jax.jit(lambda p: net.apply(p, m, sel, layout, obs)["round1"]["pose"])
   base = run(params)
   p = jax.tree_util.tree_map(lambda x: x, params)
@@ -238,15 +232,14 @@ def test_round_two_bound_is_derived_from_the_model_unless_capped():
   net = lambda max_sampled: CprRegressor(num_alpha=6, width=4, features=16, hidden=8, capu=True,
                                          max_sampled=max_sampled)
   # The parameters do not depend on the bound (it sizes a sample, not a layer): one init.
-  params = jit_init(net(None), m, sel, layout, obs, key)
+  params = net(None).init(jax.random.PRNGKey(0), m, sel, layout, obs, key)
   # A large [r_x, r_y] step, so the errors along its path (and β) depend on the points used.
   r2 = params["params"]["stages_round2"]
   r2["rnn_rxy"]["out"]["bias"] = r2["rnn_rxy"]["out"]["bias"] + 0.3
   r2["beta_rxy"]["Dense_0"]["kernel"] = 10.0 * r2["beta_rxy"]["Dense_0"]["kernel"]
 
   def betas(max_sampled):
-    apply = jax.jit(lambda p: net(max_sampled).apply(p, m, sel, layout, obs, key))
-    return apply(params)["round2"]["beta"]["rxy"]
+    return net(max_sampled).apply(params, m, sel, layout, obs, key)["round2"]["beta"]["rxy"]
 
   derived = betas(None)
   np.testing.assert_array_equal(derived, betas(0))

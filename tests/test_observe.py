@@ -79,8 +79,8 @@ def test_unet_observations_equal_decoding_the_unets_output(faces):
   m, images, _, _ = faces
   config = _config()
   key = jax.random.PRNGKey(0)
-  unet_p = jax.jit(build.unet_network(config).init)(key, build.preprocess(images[:1]))["params"]
-  lm_p = jax.jit(build.landmarks_network(config).init)(key, build.preprocess(images[:1]))["params"]
+  unet_p = build.unet_network(config).init(key, build.preprocess(images[:1]))["params"]
+  lm_p = build.landmarks_network(config).init(key, build.preprocess(images[:1]))["params"]
   codes = observe.codes_of(m, MATCH)
   present = np.array([True, False, True, True, False])
   dev = jax.device_get(observe.observe_images_jit(observe.nets_of(config, True), unet_p, lm_p,

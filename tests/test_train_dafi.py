@@ -35,8 +35,8 @@ def model3d():
 def test_outputs_at_three_scales_and_loss_targets():
   net = HSUNet((4, 8, 16))
   x = np.zeros((2, 32, 32, 3), np.float32)
-  params = jax.jit(net.init)(jax.random.PRNGKey(0), x)
-  outs = jax.jit(net.apply)(params, x)
+  params = net.init(jax.random.PRNGKey(0), x)
+  outs = net.apply(params, x)
   assert [o[0].shape for o in outs] == [(2, 8, 8, 3), (2, 16, 16, 3), (2, 32, 32, 3)]
   assert all(float(o[0].min()) >= 0 and float(o[0].max()) <= 1 for o in outs)
   # Down-sampled targets: a block half inside the mask is a soft 0.5 and no DAFI target.
