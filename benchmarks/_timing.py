@@ -14,3 +14,12 @@ def median_time(fn, repeats: int) -> float:
     fn()
     times.append(time.perf_counter() - t0)
   return float(np.median(times))
+
+
+def compiled_mib(compiled):
+  """XLA's memory analysis of a compiled function in MiB (arguments + outputs + temporaries),
+  None where the backend has none."""
+  m = compiled.memory_analysis()
+  if m is None:
+    return None
+  return round((m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes) / 2**20, 1)

@@ -36,6 +36,7 @@ import numpy as np  # noqa: E402
 
 from _random_pipeline import (random_like, random_predictor, random_selection,  # noqa: E402
                               regressor_params, zero_observations)
+from _timing import compiled_mib  # noqa: E402
 from configs import paper, quickstart, tiny  # noqa: E402
 from cprfa_jax import mm, workdirs  # noqa: E402
 from cprfa_jax.report import provenance  # noqa: E402
@@ -44,7 +45,7 @@ from cprfa_jax.train.stages import dafi, regressors  # noqa: E402
 
 BFM_VERTICES = 53_215   # the 3DDFA BFM's vertex count (mm.bfm), as a random synthetic model
 
-# name -> (config, model, U-Net batches, regressor batches, predictor batches, stages)
+# name -> (config, model, U-Net batches, regressor batches, predictor batches)
 PLANS = {
     "paper": (paper.get_config, f"synthetic:{BFM_VERTICES}", (4, 32), (1, 32), (1, 32)),
     "quickstart": (quickstart.get_config, "synthetic", (), (), (1, 32)),
@@ -76,11 +77,7 @@ def compile_once(jitted, *args):
   would compile again, so the caller calls the returned function."""
   t0 = time.perf_counter()
   compiled = jitted.lower(*args).compile()
-  seconds = time.perf_counter() - t0
-  m = compiled.memory_analysis()
-  mib = None if m is None else round(
-      (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes) / 2**20, 1)
-  return compiled, round(seconds, 2), mib
+  return compiled, round(time.perf_counter() - t0, 2), compiled_mib(compiled)
 
 
 def _train_case(view, init_fn, loss_fn, batch, seconds) -> dict:

@@ -34,7 +34,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from _random_pipeline import random_predictor  # noqa: E402
-from _timing import median_time  # noqa: E402
+from _timing import compiled_mib, median_time  # noqa: E402
 from cprfa_jax import cli, decode, mm, observe  # noqa: E402
 from cprfa_jax.data import sampler  # noqa: E402
 from cprfa_jax.data.datasets import set_config  # noqa: E402
@@ -76,10 +76,7 @@ def predictor_path(pred, images):
 
 
 def _mib(fn, *args):
-  m = jax.jit(fn).lower(*args).compile().memory_analysis()
-  if m is None:
-    return None
-  return round((m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes) / 2**20, 1)
+  return compiled_mib(jax.jit(fn).lower(*args).compile())
 
 
 def per_stage(pred, images, true_dafi, true_mask, repeats):

@@ -77,31 +77,29 @@ def package_versions(names=PACKAGES) -> dict:
   return out
 
 
+def _cpuinfo(field: str) -> str | None:
+  """The first `field : value` of /proc/cpuinfo (Linux), or None where there is none."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith(field):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return None
+
+
 def _cpu_model() -> str:
   # XLA compiles for the host's instruction set (AVX2, FMA, AVX-512 ...), so the processor is
   # part of what a CPU number rests on; /proc/cpuinfo names it where platform.processor() is
   # empty (Linux).
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
+  return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def _isa() -> list[str]:
   """The vector instruction sets the CPU reports (/proc/cpuinfo flags; [] where unreadable)."""
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("flags"):
-          return sorted(x for x in line.split(":", 1)[1].split()
-                        if x.startswith(("avx", "fma", "amx")))
-  except OSError:
-    pass
-  return []
+  return sorted(x for x in (_cpuinfo("flags") or "").split()
+                if x.startswith(("avx", "fma", "amx")))
 
 
 def environment() -> dict:
