@@ -10,9 +10,16 @@ from cprfa_jax import cpr
 from cprfa_jax.cpr import path
 from cprfa_jax.geometry import project
 from cprfa_jax.mm import shape, synthetic_model
+from cprfa_jax.nets import initialise
 from cprfa_jax.nets.regressor import GROUPS, CprRegressor, Observations, generated_points, group_path_errors, sample_path_vertices
 
 C = 16
+
+
+def _init(net, *args):
+  # Jitted as the training loop does (nets.initialise): an eager init of these scans compiles
+  # each of its ops alone, slower than compiling the whole init once at the CPU's init level.
+  return initialise.init_jitted(lambda key: net.init(key, *args), jax.random.PRNGKey(0))
 
 
 @functools.lru_cache(maxsize=1)
@@ -28,7 +35,7 @@ def setup():
   y_obs = generated_points(m, sel, alpha, pose)
   det = jnp.asarray(rng.random((2, C)) < 0.8)
   net = CprRegressor(num_alpha=6, width=4, features=16, hidden=8)
-  params = net.init(jax.random.PRNGKey(0), m, sel, layout, Observations(y_obs, det))
+  params = _init(net, m, sel, layout, Observations(y_obs, det))
   return m, sel, layout, y_obs, det, net, params
 
 
@@ -92,7 +99,7 @@ def test_round_two_weights_pose_updates_and_leaves_alpha():
   det_all = jnp.asarray(rng.random((2, m.num_vertices)) < 0.4)
   net = CprRegressor(num_alpha=6, width=4, features=16, hidden=8, capu=True, max_sampled=64)
   args = (m, sel, layout, Observations(y_obs, det, y_all, det_all), jax.random.PRNGKey(3))
-  params = net.init(jax.random.PRNGKey(0), *args)
+  params = _init(net, *args)
   out = jax.jit(lambda p: net.apply(p, *args))(params)
   r1, r2 = out["round1"], out["round2"]
   assert set(r2["beta"]) == {"rxy", "rz", "s"} and "alpha" not in r2["seen"]
@@ -124,7 +131,7 @@ def test_fusion_runs_with_and_without_landmarks_and_each_branch_has_its_beta():
   net = CprRegressor(num_alpha=6, width=4, features=16, hidden=8, fusion=True, capu=True,
                      max_sampled=64)
   key = jax.random.PRNGKey(3)
-  params = net.init(jax.random.PRNGKey(0), m, sel, layout, obs, key)
+  params = _init(net, m, sel, layout, obs, key)
   apply = jax.jit(lambda p, o: net.apply(p, m, sel, layout, o, key))
   with_lm = apply(params, obs)
   no_lm = apply(params, obs._replace(y_lm=None, det_lm=None))
@@ -146,7 +153,7 @@ def test_fusion_updates_add_the_two_branches():
   b: the first stage's s moves by exactly b, whatever the DAFI branch predicted."""
   m, sel, layout, obs = _fusion_setup()
   net = CprRegressor(num_alpha=6, width=4, features=16, hidden=8, fusion=True)
-  params = net.init(jax.random.PRNGKey(0), m, sel, layout, obs)
+  params = _init(net, m, sel, layout, obs)
   run = jax.jit(lambda p: net.apply(p, m, sel, layout, obs)["round1"]["pose"])
   base = run(params)
   p = jax.tree_util.tree_map(lambda x: x, params)
@@ -232,7 +239,7 @@ def test_round_two_bound_is_derived_from_the_model_unless_capped():
   net = lambda max_sampled: CprRegressor(num_alpha=6, width=4, features=16, hidden=8, capu=True,
                                          max_sampled=max_sampled)
   # The parameters do not depend on the bound (it sizes a sample, not a layer): one init.
-  params = net(None).init(jax.random.PRNGKey(0), m, sel, layout, obs, key)
+  params = _init(net(None), m, sel, layout, obs, key)
   # A large [r_x, r_y] step, so the errors along its path (and β) depend on the points used.
   r2 = params["params"]["stages_round2"]
   r2["rnn_rxy"]["out"]["bias"] = r2["rnn_rxy"]["out"]["bias"] + 0.3

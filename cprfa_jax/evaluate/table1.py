@@ -20,7 +20,7 @@ import numpy as np
 
 from cprfa_jax import metrics, observe
 from cprfa_jax.evaluate import methods, sets, stage_status
-from cprfa_jax.nets import build
+from cprfa_jax.nets import build, initialise
 from cprfa_jax.report import draw, markdown, published
 
 
@@ -107,8 +107,10 @@ def evaluate(config, root, model3d, params, sel, statuses, compare_untrained, lo
   runs = [("trained", params)]
   if compare_untrained:
     first = sets.eval_source(config, model3d, config.data.eval_sets[0], log)[0]
-    init = build.unet_network(config).init(jax.random.PRNGKey(config.seed),
-                                           build.preprocess(first["image"][None]))["params"]
+    # The training loop's initialisation (the same seed, compiled as it compiles it).
+    init = initialise.init_jitted(
+        lambda rng, x: build.unet_network(config).init(rng, x)["params"],
+        jax.random.PRNGKey(config.seed), build.preprocess(first["image"][None]))
     runs.append(("untrained", init))
   t0 = time.time()
   step = statuses["dafi"]["step"]

@@ -30,6 +30,7 @@ import optax
 from flax import struct
 
 from cprfa_jax import workdirs
+from cprfa_jax.nets import initialise
 from cprfa_jax.train import checkpoint, history, sharding
 
 
@@ -174,8 +175,8 @@ class _Run:
   def _restore(self, step, first_batch, abstract):
     """(state, step) of checkpoint `step`, or a fresh initialisation for None."""
     if step is None:
-      init = self._init(first_batch)
-      return jax.jit(init, out_shardings=self.state_sharding)(self.rng0), 0
+      return initialise.init_jitted(self._init(first_batch), self.rng0,
+                                    out_shardings=self.state_sharding), 0
     self.mngr.wait_until_finished()
     state, step, _ = checkpoint.restore_step(self.mngr, step, abstract, self.config_dict)
     return state, step
