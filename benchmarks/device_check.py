@@ -45,16 +45,17 @@ from cprfa_jax.train.stages import dafi, regressors  # noqa: E402
 
 BFM_VERTICES = 53_215   # the 3DDFA BFM's vertex count (mm.bfm), as a random synthetic model
 
-# name -> (config, model, U-Net batches, regressor batches, predictor batches)
+# name -> (config, model, U-Net batches, regressor stages, their batches, predictor batches)
 PLANS = {
-    "paper": (paper.get_config, f"synthetic:{BFM_VERTICES}", (4, 32), (1, 32), (1, 32)),
-    "quickstart": (quickstart.get_config, "synthetic", (), (), (1, 32)),
+    "paper": (paper.get_config, f"synthetic:{BFM_VERTICES}", (4, 32), ("cpr_h", "capu"), (1, 32),
+              (1, 32)),
+    "quickstart": (quickstart.get_config, "synthetic", (), (), (), (1, 32)),
 }
-DRY_RUN = {   # the same code on the tiny test sizes: seconds on a CPU
-    # one batch per regressor: its train step compiles for ~30 s on 2 CPU cores
-    "tiny": (tiny.get_config, "synthetic:2000", (2, 4), (1,), (1, 2)),
+DRY_RUN = {   # the same code on the tiny test sizes, on a CPU
+    # A regressor's train step compiles for ~30 s on 2 CPU cores: the dry run compiles one, at
+    # one batch: CAPU's, whose network holds CPR-H's (round 1, frozen) and round 2.
+    "tiny": (tiny.get_config, "synthetic:2000", (2, 4), ("capu",), (1,), (1, 2)),
 }
-REGRESSORS = ("cpr_h", "capu")
 
 
 def timed(step, seconds: float, min_steps: int = 2) -> dict:
@@ -149,7 +150,7 @@ def peak_memory() -> dict:
 
 def run(plans, seconds, log) -> dict:
   out = {"benchmark": "device_check"}
-  for name, (get_config, model_spec, unet_b, reg_b, pred_b) in plans.items():
+  for name, (get_config, model_spec, unet_b, stages, reg_b, pred_b) in plans.items():
     config = get_config()
     config.model = model_spec
     model3d = mm.load_model(model_spec)
@@ -159,7 +160,7 @@ def run(plans, seconds, log) -> dict:
     for b in unet_b:
       log(f"{name}: U-Net train step, batch {b}")
       res[f"unet_train_batch{b}"] = unet_train(config, model3d, b, seconds)
-    for stage in REGRESSORS:
+    for stage in stages:
       for b in reg_b:
         log(f"{name}: {stage} train step, batch {b}")
         res[f"{stage}_train_batch{b}"] = regressor_train(config, model3d, stage, b, seconds)

@@ -9,9 +9,9 @@ import pytest
 
 from configs import tiny
 from cprfa_jax.mm import synthetic_model
-from cprfa_jax.nets import build
+from cprfa_jax.nets import build, initialise
 
-TOL = dict(rtol=1e-5, atol=1e-5)     # jit vs eager float32: a few ulps of O(1) values
+TOL = dict(rtol=1e-5, atol=1e-5)     # two compilations in float32: a few ulps of O(1) values
 
 
 def _images(b=2, s=32, seed=0):
@@ -27,10 +27,10 @@ def test_jitted_unet_is_the_last_side_output_as_probabilities():
   config = tiny.get_config()
   images = _images()
   net = build.unet_network(config)
-  params = net.init(jax.random.PRNGKey(0), build.preprocess(images[:1]))["params"]
+  params = initialise.init_jitted(net.init, jax.random.PRNGKey(0), build.preprocess(images[:1]))["params"]
   dafi, prob = build.unet(config)(params, images)
   x = (images.astype(np.float32) / 255.0) - 0.5
-  want_dafi, logits = net.apply({"params": params}, x)[-1]
+  want_dafi, logits = jax.jit(net.apply)({"params": params}, x)[-1]
   np.testing.assert_allclose(dafi, want_dafi, **TOL)
   np.testing.assert_allclose(prob, 1.0 / (1.0 + np.exp(-np.asarray(logits))), **TOL)
   assert dafi.shape == (2, 32, 32, 3) and prob.shape == (2, 32, 32)
@@ -40,9 +40,9 @@ def test_jitted_landmarks_are_the_heatmaps_soft_argmax():
   config = tiny.get_config()
   images = _images(seed=1)
   net = build.landmarks_network(config)
-  params = net.init(jax.random.PRNGKey(1), build.preprocess(images[:1]))["params"]
+  params = initialise.init_jitted(net.init, jax.random.PRNGKey(1), build.preprocess(images[:1]))["params"]
   pts, conf = build.landmarks(config)(params, images)
-  logits = np.asarray(net.apply({"params": params}, build.preprocess(images)), np.float64)
+  logits = np.asarray(jax.jit(net.apply)({"params": params}, build.preprocess(images)), np.float64)
   b, h, w, k = logits.shape
   p = np.exp(logits - logits.max(axis=(1, 2), keepdims=True))
   p /= p.sum(axis=(1, 2), keepdims=True)

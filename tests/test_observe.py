@@ -12,7 +12,7 @@ from cprfa_jax.data import sampler
 from cprfa_jax.decode import pixel
 from cprfa_jax.geometry import projection
 from cprfa_jax.mm import synthetic_model
-from cprfa_jax.nets import build
+from cprfa_jax.nets import build, initialise
 
 S = 40
 MATCH = 0.03
@@ -79,8 +79,9 @@ def test_unet_observations_equal_decoding_the_unets_output(faces):
   m, images, _, _ = faces
   config = _config()
   key = jax.random.PRNGKey(0)
-  unet_p = build.unet_network(config).init(key, build.preprocess(images[:1]))["params"]
-  lm_p = build.landmarks_network(config).init(key, build.preprocess(images[:1]))["params"]
+  x = build.preprocess(images[:1])
+  unet_p = initialise.init_jitted(lambda k: build.unet_network(config).init(k, x)["params"], key)
+  lm_p = initialise.init_jitted(lambda k: build.landmarks_network(config).init(k, x)["params"], key)
   codes = observe.codes_of(m, MATCH)
   present = np.array([True, False, True, True, False])
   dev = jax.device_get(observe.observe_images_jit(observe.nets_of(config, True), unet_p, lm_p,

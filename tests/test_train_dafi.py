@@ -12,7 +12,7 @@ import pytest
 
 from configs import tiny
 from cprfa_jax import mm, workdirs
-from cprfa_jax.nets import build
+from cprfa_jax.nets import build, initialise
 from cprfa_jax.nets.hs_unet import HSUNet
 from cprfa_jax.train.stages.dafi import downsample_targets, hs_unet_loss
 from cprfa_jax.train import checkpoint, loop
@@ -35,8 +35,8 @@ def model3d():
 def test_outputs_at_three_scales_and_loss_targets():
   net = HSUNet((4, 8, 16))
   x = np.zeros((2, 32, 32, 3), np.float32)
-  params = net.init(jax.random.PRNGKey(0), x)
-  outs = net.apply(params, x)
+  params = initialise.init_jitted(net.init, jax.random.PRNGKey(0), x)
+  outs = jax.jit(net.apply)(params, x)
   assert [o[0].shape for o in outs] == [(2, 8, 8, 3), (2, 16, 16, 3), (2, 32, 32, 3)]
   assert all(float(o[0].min()) >= 0 and float(o[0].max()) <= 1 for o in outs)
   # Down-sampled targets: a block half inside the mask is a soft 0.5 and no DAFI target.
@@ -163,13 +163,14 @@ from cprfa_jax import mm, workdirs
 from cprfa_jax.train.stages import dafi
 from cprfa_jax.train.stages.dafi import hs_unet_loss
 from cprfa_jax.train import sharding
-from cprfa_jax.nets import build
+from cprfa_jax.nets import build, initialise
 assert jax.device_count() == 8, jax.devices()
 config = workdirs.stage_config(tiny.get_config(), "dafi")
 config.train.batch_size = 8
 batch = next(dafi.train_batches(config, mm.load_model(config.model))(0))
 net = build.unet_network(config)
-params = net.init(jax.random.PRNGKey(0), build.preprocess(batch["image"][:1]))["params"]
+params = initialise.init_jitted(lambda k: net.init(k, build.preprocess(batch["image"][:1]))["params"],
+                                jax.random.PRNGKey(0))
 def loss(p, b):
   return hs_unet_loss(net.apply({{"params": p}}, build.preprocess(b["image"])), b["dafi"], b["mask"])[0]
 grad_fn = jax.value_and_grad(loss)

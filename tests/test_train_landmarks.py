@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from configs import tiny
 from cprfa_jax import mm, workdirs
-from cprfa_jax.nets import build, landmark_net
+from cprfa_jax.nets import build, initialise, landmark_net
 from cprfa_jax.train import loop
 from cprfa_jax.train.stages import landmarks
 
@@ -109,7 +109,7 @@ def test_network_shapes_jit_and_vmap():
   config = tiny_config()
   net = build.landmarks_network(config)
   x = np.random.default_rng(0).normal(size=(2, 3, 32, 32, 3)).astype(np.float32)
-  params = jax.jit(net.init)(jax.random.PRNGKey(0), x[0])["params"]
+  params = initialise.init_jitted(net.init, jax.random.PRNGKey(0), x[0])["params"]
   apply = lambda p, im: net.apply({"params": p}, im)
   out = jax.jit(apply)(params, x[0])
   chex.assert_shape(out, (3, 16, 16, 68))

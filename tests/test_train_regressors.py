@@ -14,7 +14,7 @@ from cprfa_jax.data import corrupt
 from cprfa_jax.decode import pixel
 from cprfa_jax.geometry import projection
 from cprfa_jax.mm import shape, synthetic_model
-from cprfa_jax.nets import build
+from cprfa_jax.nets import build, initialise
 from cprfa_jax.nets.regressor import generated_points
 from cprfa_jax.train import loop
 from cprfa_jax.train.stages import regressors
@@ -59,7 +59,7 @@ def test_fit_loss_is_zero_at_the_truth_and_weights_later_stages_more():
 def _train(stage, frozen=None, steps=12):
   m, sel, layout, batch, config = setup()
   init_fn, loss_fn = regressors.stage_fns(config, m, stage, sel, layout, frozen)
-  params = init_fn(jax.random.PRNGKey(0), batch)
+  params = initialise.init_jitted(init_fn, jax.random.PRNGKey(0), batch)
   tx = optax.adam(3e-3)
   state = loop.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                           rng=jax.random.PRNGKey(1))
@@ -79,7 +79,7 @@ def test_training_steps_lower_the_loss_round_one():
 def test_capu_trains_round_two_only_and_lowers_the_loss():
   m, sel, layout, batch, config = setup()
   init_h, _ = regressors.stage_fns(config, m, "cpr_h", sel, layout)
-  frozen = init_h(jax.random.PRNGKey(5), batch)["stages_round1"]
+  frozen = initialise.init_jitted(init_h, jax.random.PRNGKey(5), batch)["stages_round1"]
   losses, params = _train("capu", frozen)
   assert set(params) == {"stages_round2"}      # round 1 is not a trained parameter
   assert losses[-1] < losses[0], losses
