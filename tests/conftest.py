@@ -80,7 +80,17 @@ def smoke_workdir(request):
 # starts the smoke pipeline last would run it alone at the end.
 SMOKE_FILES = ("tests/e2e/test_pipeline.py", "tests/e2e/test_predict.py",
                "tests/e2e/test_studies_robustness.py", "tests/e2e/test_real_photos_check.py")
-HEAVY_FILES = SMOKE_FILES + ("tests/e2e/test_real_pipeline.py", "tests/e2e/test_multihost.py")
+# Then the other files that take longest (seconds in the suite at 7763b18, benchmarks/
+# RESULTS.md), so that the last files to start are short ones and neither worker ends alone.
+HEAVY_FILES = SMOKE_FILES + (
+    "tests/test_benchmarks_device_check.py",    # 166
+    "tests/test_nets_regressor.py",             # 140
+    "tests/e2e/test_multihost.py",              # 137
+    "tests/e2e/test_real_pipeline.py",          # 104
+    "tests/test_train_regressors.py",           # 93
+    "tests/test_train_dafi.py",                 # 77
+    "tests/test_evaluate_cli.py",               # 72
+    "tests/test_data_sampler.py")               # 68
 
 
 def _file(nodeid):
