@@ -90,30 +90,6 @@ def test_groups_update_in_sequence_not_in_parallel():
   assert np.abs(after_rxy["s"][0] - base["s"][0]).max() > 1e-3
 
 
-def test_round_two_weights_pose_updates_and_leaves_alpha():
-  m, sel, layout, y_obs, det, _, _ = setup()
-  rng = np.random.default_rng(1)
-  alpha = jnp.asarray(rng.normal(0, 1, (2, 6)), jnp.float32)
-  pose = jnp.array([[0.1, 0.3, 0.05, 0.9, 0.02, -0.01], [-0.2, -0.5, 0.1, 1.1, -0.05, 0.03]])
-  y_all = jax.vmap(lambda a, p: project(shape(m, a[:4], a[4:]), p))(alpha, pose)
-  det_all = jnp.asarray(rng.random((2, m.num_vertices)) < 0.4)
-  net = CprRegressor(num_alpha=6, width=4, features=16, hidden=8, capu=True, max_sampled=64)
-  args = (m, sel, layout, Observations(y_obs, det, y_all, det_all), jax.random.PRNGKey(3))
-  params = _init(net, *args)
-  out = jax.jit(lambda p: net.apply(p, *args))(params)
-  r1, r2 = out["round1"], out["round2"]
-  assert set(r2["beta"]) == {"rxy", "rz", "s"} and "alpha" not in r2["seen"]
-  for g, beta in r2["beta"].items():
-    assert beta.shape == (3, 2) and np.all((beta > 0) & (beta < 2)), g
-  # α is updated in round 1 only.
-  for q in range(3):
-    np.testing.assert_array_equal(r2["alpha"][q], r1["alpha"][-1])
-  np.testing.assert_array_equal(out["alpha"], r1["alpha"][-1])
-  assert not np.allclose(out["pose"], r1["pose"][-1])
-  # Round 2 has its own networks (§3.2).
-  assert {"stages_round1", "stages_round2"} <= set(params["params"])
-
-
 def _fusion_setup():
   m, sel, layout, y_obs, det, _, _ = setup()
   rng = np.random.default_rng(2)
@@ -126,13 +102,39 @@ def _fusion_setup():
   return m, sel, layout, obs
 
 
-def test_fusion_runs_with_and_without_landmarks_and_each_branch_has_its_beta():
+@functools.lru_cache(maxsize=1)
+def _fused_capu():
+  """The capu stage's network (`build.VARIANTS`: fusion and round 2), its parameters and one
+  jitted apply, shared by the tests below: each compiled network costs ~10 s on 2 CPU cores,
+  and the tests read round 1, round 2 and the landmark branch of the same one (issue 23)."""
   m, sel, layout, obs = _fusion_setup()
   net = CprRegressor(num_alpha=6, width=4, features=16, hidden=8, fusion=True, capu=True,
                      max_sampled=64)
   key = jax.random.PRNGKey(3)
   params = _init(net, m, sel, layout, obs, key)
   apply = jax.jit(lambda p, o: net.apply(p, m, sel, layout, o, key))
+  return obs, params, apply
+
+
+def test_round_two_weights_pose_updates_and_leaves_alpha():
+  obs, params, apply = _fused_capu()
+  for o in (obs, obs._replace(y_lm=None, det_lm=None)):     # with and without landmarks
+    out = apply(params, o)
+    r1, r2 = out["round1"], out["round2"]
+    assert "alpha" not in r2["seen"] and "alpha" not in r2["beta"]
+    for g, beta in r2["beta"].items():
+      assert beta.shape == (3, 2) and np.all((beta > 0) & (beta < 2)), g
+    # α is updated in round 1 only.
+    for q in range(3):
+      np.testing.assert_array_equal(r2["alpha"][q], r1["alpha"][-1])
+    np.testing.assert_array_equal(out["alpha"], r1["alpha"][-1])
+    assert not np.allclose(out["pose"], r1["pose"][-1])
+  # Round 2 has its own networks (§3.2).
+  assert {"stages_round1", "stages_round2"} <= set(params["params"])
+
+
+def test_fusion_runs_with_and_without_landmarks_and_each_branch_has_its_beta():
+  obs, params, apply = _fused_capu()
   with_lm = apply(params, obs)
   no_lm = apply(params, obs._replace(y_lm=None, det_lm=None))
   r2 = with_lm["round2"]["beta"]
@@ -151,15 +153,13 @@ def test_fusion_runs_with_and_without_landmarks_and_each_branch_has_its_beta():
 def test_fusion_updates_add_the_two_branches():
   """Eq. 8: φ += Δφ_C1 + Δφ_C2 (β = 1 in round 1). Shift the landmark branch's s read-out by
   b: the first stage's s moves by exactly b, whatever the DAFI branch predicted."""
-  m, sel, layout, obs = _fusion_setup()
-  net = CprRegressor(num_alpha=6, width=4, features=16, hidden=8, fusion=True)
-  params = _init(net, m, sel, layout, obs)
-  run = jax.jit(lambda p: net.apply(p, m, sel, layout, obs)["round1"]["pose"])
-  base = run(params)
+  obs, params, apply = _fused_capu()
+  base = apply(params, obs)["round1"]["pose"]
   p = jax.tree_util.tree_map(lambda x: x, params)
   p["params"]["stages_round1"]["rnn_lm_s"]["out"]["bias"] = (
       p["params"]["stages_round1"]["rnn_lm_s"]["out"]["bias"] + 0.05)
-  np.testing.assert_allclose(run(p)[0, :, 3] - base[0, :, 3], 0.05, atol=1e-5)
+  np.testing.assert_allclose(apply(p, obs)["round1"]["pose"][0, :, 3] - base[0, :, 3], 0.05,
+                             atol=1e-5)
 
 
 def test_vmap_over_examples_equals_the_batched_fit():
