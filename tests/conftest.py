@@ -28,10 +28,10 @@ if _OWN_CACHE:
 # an eager Flax init of a 6-layer CprEncoder compiled its kernels in 14.0 s at level 3 and
 # 1.2 s at level 2 (benchmarks/RESULTS.md), and the suite compiles ~3,800 programs in-process
 # (issue 23). Level 2 runs the same program with less of LLVM's optimisation: its machine code
-# may round differently in the last bits, and the tests compare with float32 tolerances. XLA reads XLA_FLAGS once, when this process's CPU backend starts
-# (here), so the level is set only for that moment and the environment the subprocesses
-# inherit is left as it was. tests/test_nets_initialise.py compiles its reference at level 3
-# explicitly.
+# may round differently in the last bits, and the tests compare with float32 tolerances. XLA
+# reads XLA_FLAGS once, when this process's CPU backend starts (here), so the level is set
+# only for that moment and the environment the subprocesses inherit is left as it was.
+# tests/test_nets_initialise.py compiles its reference at level 3 explicitly.
 TEST_XLA_FLAGS = "--xla_backend_optimization_level=2"
 
 

@@ -8,8 +8,8 @@ too, is recorded and checked to be that set's training images, by content.
 The regressor stages here are cpr alone: cpr, cpr_h and capu read one stream
 (`regressors.STREAM_KEYS`, through the same observer) and differ only in their networks, which
 tests/e2e/test_pipeline.py trains and scores end to end; the protocols score every method
-alike. Training cpr_h and capu here too compiled two more regressor steps, ~90 s of the
-suite's time on 2 cores (issue 23)."""
+alike. Training cpr_h and capu here too took train.py 87 s more on the idle 2-core machine
+(their inits' and first steps' compiles; issue 23)."""
 
 import hashlib
 import json
