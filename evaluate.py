@@ -23,10 +23,7 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from cprfa_jax import cli, mm, workdirs
-from cprfa_jax.evaluate import stage_status, table1, table2
-from cprfa_jax.report import provenance
-from cprfa_jax.train import checkpoint, pipeline, selection
+from cprfa_jax import cli
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file the workdir was trained with (configs/*.py).", lock_config=True)
@@ -50,6 +47,10 @@ def progress():
 def checkpoints(config, root, config_file):
   """Restores what will be scored: (U-Net params, {regressor stage: params}, {stage: status})
   for dafi, and landmarks and the regressors when a regressor is trained."""
+  # pylint: disable=import-outside-toplevel
+  from cprfa_jax import workdirs
+  from cprfa_jax.evaluate import stage_status, table2
+  from cprfa_jax.train import pipeline
   unet, unet_step = workdirs.restore(config, root, "dafi", config_file)
   steps = {"dafi": unet_step}
   trained, reg_steps = table2.trained_regressors(config, root, config_file)
@@ -63,6 +64,9 @@ def checkpoints(config, root, config_file):
 
 
 def evaluated_md(meta) -> list[str]:
+  # pylint: disable=import-outside-toplevel
+  from cprfa_jax.evaluate import stage_status
+  from cprfa_jax.report import provenance
   return ["## What was evaluated\n", stage_status.table_md(meta["stages"]),
           f"Code: {provenance.describe(meta['code'])} ({REPO}).  ",
           f"Command: `{meta['command']}`  ",
@@ -75,6 +79,12 @@ def main(argv):
     cli.fail("evaluate.py", f"unexpected arguments {argv[1:]}; config values go as "
                             "--config.KEY=VALUE")
   logging.set_verbosity(logging.ERROR)
+  # Imported after the flags are parsed: --help and a mistyped flag are answered without jax
+  # (`cli.flags_parser`). pylint: disable=import-outside-toplevel
+  from cprfa_jax import mm
+  from cprfa_jax.evaluate import stage_status, table1, table2
+  from cprfa_jax.report import provenance
+  from cprfa_jax.train import checkpoint, selection
   config, root = _CONFIG.value, _WORKDIR.value
   config_file = config_flags.get_config_filename(flags.FLAGS["config"])
   log = progress()

@@ -15,15 +15,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from cprfa_jax import cli, mm
-from cprfa_jax.data.tfds_io import DatasetNotBuiltError
-from cprfa_jax.train import pipeline, sharding
-from cprfa_jax.train.checkpoint import ConfigMismatchError
-from cprfa_jax.train.loop import NonFiniteLossError
-
-# Errors a user can act on: printed as one message, not as a traceback from deep inside.
-USER_ERRORS = (ConfigMismatchError, NonFiniteLossError, DatasetNotBuiltError,
-               mm.ModelFormatError, ValueError, FileNotFoundError)
+from cprfa_jax import cli
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file: configs/tiny.py, quickstart.py or paper.py (or your own).",
@@ -33,10 +25,25 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "The run's root directory: each 
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def user_errors() -> tuple:
+  """Errors a user can act on: printed as one message, not as a traceback from deep inside."""
+  # Imported here, with the pipeline (jax, orbax, the data stack), after the flags are parsed:
+  # --help and a mistyped flag are answered without them (`cli.flags_parser`).
+  # pylint: disable=import-outside-toplevel
+  from cprfa_jax import mm
+  from cprfa_jax.data.tfds_io import DatasetNotBuiltError
+  from cprfa_jax.train.checkpoint import ConfigMismatchError
+  from cprfa_jax.train.loop import NonFiniteLossError
+  return (ConfigMismatchError, NonFiniteLossError, DatasetNotBuiltError, mm.ModelFormatError,
+          ValueError, FileNotFoundError)
+
+
 def main(argv):
   if len(argv) > 1:
     cli.fail("train.py", f"unexpected arguments {argv[1:]}; config values go as --config.KEY=VALUE")
   logging.set_verbosity(logging.ERROR)  # orbax's INFO/WARNING lines would bury the progress
+  from cprfa_jax.train import pipeline, sharding  # pylint: disable=import-outside-toplevel
+  errors = user_errors()
   config = _CONFIG.value
   try:
     sharding.maybe_initialize_distributed(config.distributed)
@@ -44,7 +51,7 @@ def main(argv):
     model3d = cli.load_model(config)
     pipeline.run(config, _WORKDIR.value, model3d, log=functools.partial(print, flush=True),
                  config_file=config_flags.get_config_filename(flags.FLAGS["config"]))
-  except USER_ERRORS as e:
+  except errors as e:
     print(f"train.py: {type(e).__name__}: {e}", file=sys.stderr)
     sys.exit(2)
 

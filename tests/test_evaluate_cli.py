@@ -4,6 +4,7 @@ checkpoint step against its configured steps, the code's commit, the config), re
 unfinished stage unless --allow_unfinished, which marks its rows."""
 
 import json
+import os
 import pathlib
 import re
 import subprocess
@@ -19,9 +20,18 @@ from cprfa_jax.report import provenance
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _run(script, *flags, timeout=900):
+def _run(script, *flags, timeout=900, env=None):
   return subprocess.run([sys.executable, str(ROOT / script), *flags], capture_output=True,
-                        text=True, timeout=timeout, cwd=ROOT)
+                        text=True, timeout=timeout, cwd=ROOT, env=env)
+
+
+@pytest.fixture
+def without_jax(tmp_path):
+  """An environment whose interpreter cannot import jax (or flax): --help and flag errors must
+  be answered before the pipeline loads (~2 s of imports, train.py's and evaluate.py's)."""
+  (tmp_path / "sitecustomize.py").write_text(
+      "import sys\nsys.modules.update(jax=None, flax=None)\n")
+  return dict(os.environ, PYTHONPATH=str(tmp_path))
 
 
 def _tiny(script, work, data, *flags):
@@ -30,25 +40,25 @@ def _tiny(script, work, data, *flags):
 
 
 @pytest.mark.parametrize("script", ["train.py", "evaluate.py"])
-def test_help_exits_0_and_lists_the_config_keys(script):
-  out = _run(script, "--help", timeout=120)
+def test_help_exits_0_and_lists_the_config_keys(script, without_jax):
+  out = _run(script, "--help", timeout=120, env=without_jax)
   assert out.returncode == 0, out.stderr[-2000:]
   assert "--workdir" in out.stdout and "--config.KEY=VALUE" in out.stdout
   assert "--config.unet.train.num_steps=1800" in out.stdout        # configs/quickstart.py's default
   assert "--config.cpr.train.num_steps=" in out.stdout
   assert ("--allow_unfinished" in out.stdout) == (script == "evaluate.py")
-  tiny = _run(script, "--config", "configs/tiny.py", "--help", timeout=120)
+  tiny = _run(script, "--config", "configs/tiny.py", "--help", timeout=120, env=without_jax)
   assert tiny.returncode == 0 and "--config.unet.train.num_steps=8" in tiny.stdout
 
 
 @pytest.mark.parametrize("script", ["train.py", "evaluate.py"])
-def test_a_mistyped_key_is_one_line(script):
+def test_a_mistyped_key_is_one_line(script, without_jax):
   out = _run(script, "--config", "configs/tiny.py", "--workdir", "/nonexistent-workdir",
-             "--config.unet.train.num_step=3", timeout=120)
+             "--config.unet.train.num_step=3", timeout=120, env=without_jax)
   assert out.returncode == 2
   assert len(out.stderr.strip().splitlines()) == 1, out.stderr
   assert "--config.unet.train.num_step" in out.stderr and "--config.unet.train.num_steps?" in out.stderr
-  missing = _run(script, "--workdir", "/nonexistent-workdir", timeout=120)
+  missing = _run(script, "--workdir", "/nonexistent-workdir", timeout=120, env=without_jax)
   assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
   assert "--config" in missing.stderr
 
