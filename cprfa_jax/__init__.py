@@ -6,7 +6,7 @@
 #
 # `cprfa_jax.cpr`, `.decode`, `.geometry`, `.metrics` and `.mm` load on first use (PEP 562), not
 # when the package is imported: the command lines (`cprfa_jax.cli`) answer --help and flag
-# errors without importing jax, ~2 s of every such call on this 2-core CPU.
+# errors without importing jax (train.py --helpfull: 0.10 s against 3.02 s on this 2-core CPU).
 import importlib
 
 _LAZY_SUBMODULES = ("cpr", "decode", "geometry", "metrics", "mm")
